@@ -1,0 +1,9 @@
+"""ragtutor — the helper package of the course on Retrieval-Augmented Generation.
+
+Each module holds one idea that a chapter builds in plain code first and later chapters reuse:
+``text`` and ``metrics`` (every chapter), ``data`` (the knowledge base), ``exercises`` (self-checks).
+"""
+from ragtutor.utils import check_environment, set_seed
+
+__version__ = "0.1.0"
+__all__ = ["set_seed", "check_environment", "__version__"]
