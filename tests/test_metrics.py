@@ -1,0 +1,42 @@
+"""QA metrics: SQuAD normalisation, exact match and F1 over acceptable answers."""
+import pytest
+
+from ragtutor.metrics import exact_match, f1_score, normalize_answer, qa_scores
+
+
+def test_normalize_answer_follows_squad():
+    assert normalize_answer("The  Euro.") == "euro"
+    assert normalize_answer("An apple, a pear") == "apple pear"
+    assert normalize_answer("Bogotá") == "bogotá"  # SQuAD keeps accents; aliases cover spellings
+
+
+def test_exact_match_takes_the_best_alias():
+    assert exact_match("the euro", ["Euro", "EUR"]) == 1.0
+    assert exact_match("EUR", ["Euro", "EUR"]) == 1.0
+    assert exact_match("euros", ["Euro", "EUR"]) == 0.0
+    assert exact_match("Paris", "Paris") == 1.0
+
+
+def test_f1_by_hand():
+    # prediction "new delhi city" vs answer "new delhi": overlap 2, P = 2/3, R = 1, F1 = 0.8
+    assert f1_score("New Delhi city", ["New Delhi"]) == pytest.approx(0.8)
+    assert f1_score("Delhi", ["New Delhi", "Delhi"]) == 1.0
+    assert f1_score("", ["Paris"]) == 0.0
+    assert f1_score("the", ["a"]) == 1.0  # both normalise to empty
+
+
+def test_qa_scores_averages():
+    scores = qa_scores(["Paris", "Lyon"], [["Paris"], ["Marseille"]])
+    assert scores == {"em": 0.5, "f1": 0.5, "n": 2}
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (lambda: exact_match("Paris", []), ValueError, "no acceptable answers"),
+    (lambda: exact_match("Paris", [None]), TypeError, "must be strings"),
+    (lambda: exact_match(3, ["3"]), TypeError, "must be a string"),
+    (lambda: qa_scores(["a"], [["a"], ["b"]]), ValueError, "1 predictions but 2"),
+    (lambda: qa_scores([], []), ValueError, "empty"),
+])
+def test_bad_input_is_explained(bad, error, words):
+    with pytest.raises(error, match=words):
+        bad()
