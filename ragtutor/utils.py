@@ -11,7 +11,7 @@ __all__ = ["set_seed", "check_environment"]
 
 # What the course is tested with (requirements.txt); check_environment() compares against it.
 TESTED_PYTHON = (3, 11)
-MIN_MEMORY_GB = 1.5  # COURSE.md: no notebook needs more than 1.5 GB.
+MIN_MEMORY_GB = 1.5  # the memory budget of one chapter (README)
 _PACKAGES = ["torch", "transformers", "tokenizers", "datasets", "faiss-cpu", "numpy", "scipy",
              "scikit-learn", "rank-bm25", "matplotlib"]
 

@@ -1,0 +1,183 @@
+"""Run time and peak memory of every notebook, with two threads and with one, against the budgets in the README.
+
+    python benchmarks/notebooks.py                                  # every chapter, 2 and 1 threads
+    python benchmarks/notebooks.py notebooks/00_welcome.ipynb --repeat 3
+
+Each run executes a notebook top to bottom in a fresh kernel of this Python, in the notebook's
+folder, as a learner's "Run all" does:
+
+- wall time runs from the first cell to the end of the last (kernel start-up excluded);
+- peak memory is the kernel's maximum resident set size plus that of its largest child process,
+  read with getrusage by one extra cell after the notebook's last;
+- the thread count goes to the kernel through OMP_NUM_THREADS, MKL_NUM_THREADS,
+  OPENBLAS_NUM_THREADS and RAYON_NUM_THREADS, and the extra cell checks that torch uses it.
+
+With ``--repeat N`` a figure is the median time and the largest peak over N runs. The table goes
+between the markers of the notebooks section in benchmarks/RESULTS.md (the rest of the file is
+kept). Budgets: the time of each chapter with two threads (the 2-core development machine), and
+1.5 GB of peak memory with any thread count. The exit status is 1 when a budget is exceeded.
+"""
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+
+from ragtutor.testing import CurrentEnvNotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- notebooks:begin -->", "<!-- notebooks:end -->"
+BUDGET_MINUTES = {"00": 1, "01": 2, "02": 3, "03": 3, "04": 2, "05": 4, "06": 3, "07": 2}
+COURSE_BUDGET_MINUTES = 20
+PEAK_BUDGET_BYTES = 1.5e9
+BUDGET_THREADS = 2  # the time budgets are for the 2-core development machine
+THREAD_VARIABLES = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "RAYON_NUM_THREADS"]
+
+# Runs in the kernel after the notebook. Memory is read before torch is imported for the check.
+PROBE = """\
+import json, resource, sys
+maxrss = sum(resource.getrusage(who).ru_maxrss
+             for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+import torch
+print(json.dumps({"peak_bytes": maxrss * (1 if sys.platform == "darwin" else 1024),
+                  "torch_threads": torch.get_num_threads()}))
+"""
+
+
+def run_once(path, threads, timeout):
+    """Execute the notebook at ``path`` in a fresh kernel: (seconds, peak bytes)."""
+    nb = nbformat.read(path, as_version=4)
+    env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+    client = CurrentEnvNotebookClient(nb, timeout=timeout,
+                                      resources={"metadata": {"path": str(path.parent)}})
+    # The kernel's stderr carries only ipykernel's start-up warnings; a failing cell still raises.
+    with client.setup_kernel(env=env, stderr=subprocess.DEVNULL):
+        start = time.perf_counter()
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        seconds = time.perf_counter() - start
+        probe = nbformat.v4.new_code_cell(PROBE)
+        nb.cells.append(probe)  # nbclient stores each executed cell back into the notebook
+        client.execute_cell(probe, len(nb.cells) - 1)
+    report = json.loads(probe.outputs[-1]["text"])
+    if report["torch_threads"] != threads:
+        raise RuntimeError(f"{path.name}: asked for {threads} threads, but torch in the kernel "
+                           f"uses {report['torch_threads']}")
+    return seconds, report["peak_bytes"]
+
+
+def duration(seconds):
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def machine():
+    """One line on where and with what the figures were measured."""
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                  .splitlines() if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}"
+                         for name in ["torch", "transformers", "faiss-cpu", "numpy"])
+    return (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 1e9:.0f} GB of "
+            f"memory, {platform.system()} {platform.release()}, Python "
+            f"{platform.python_version()}, {versions}")
+
+
+def table(notebooks, thread_counts, results, repeat, complete):
+    """The markdown section, and whether every figure is within its budget."""
+    within_all = True
+    header = (["notebook", "time budget"] + [f"time, {t} thread{'s' * (t > 1)}" for t in thread_counts]
+              + [f"peak memory, {t} thread{'s' * (t > 1)}" for t in thread_counts]
+              + ["within budget"])
+    rows = []
+    for path in notebooks + [None]:
+        if path is None:  # the whole course: times add up, the peak is the largest
+            name = "**whole course**" if complete else (
+                f"total ({len(notebooks)} notebook{'s' * (len(notebooks) > 1)})")
+            budget = COURSE_BUDGET_MINUTES if complete else None
+            times = {t: sum(results[p, t][0] for p in notebooks) for t in thread_counts}
+            peaks = {t: max(results[p, t][1] for p in notebooks) for t in thread_counts}
+        else:
+            name, budget = path.stem, BUDGET_MINUTES.get(path.name[:2])
+            times = {t: results[path, t][0] for t in thread_counts}
+            peaks = {t: results[path, t][1] for t in thread_counts}
+        within = all(peak <= PEAK_BUDGET_BYTES for peak in peaks.values())
+        if budget is not None and BUDGET_THREADS in times:
+            within &= times[BUDGET_THREADS] <= budget * 60
+        within_all &= within
+        rows.append([name, f"{budget} min" if budget else "—"]
+                    + [duration(times[t]) for t in thread_counts]
+                    + [f"{peaks[t] / 1e9:.2f} GB" for t in thread_counts]
+                    + ["yes" if within else "**no**"])
+    lines = ["## Notebooks: run time and peak memory", "",
+             f"Measured on {datetime.date.today().isoformat()} with "
+             f"`python benchmarks/notebooks.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`"
+             f" on {machine()}.", "",
+             "Each notebook runs top to bottom in a fresh kernel. Time: from the first cell to the "
+             "end of the last" + (f", median of {repeat} runs" if repeat > 1 else "") + ". Peak "
+             "memory: the kernel's largest resident set plus its largest child's"
+             + (f", the largest of {repeat} runs" if repeat > 1 else "") + ". Budgets: "
+             f"each chapter's run time with {BUDGET_THREADS} threads (the README's chapter table), "
+             f"{COURSE_BUDGET_MINUTES} min for the whole course, {PEAK_BUDGET_BYTES / 1e9} GB of "
+             "peak memory for any notebook.", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines), within_all
+
+
+def write_section(path, section):
+    """Put ``section`` between the markers in ``path``, keeping everything outside them."""
+    block = f"{BEGIN}\n{section}\n{END}"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        before, rest = text.split(BEGIN, 1)
+        text = before + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="notebooks to run (default: every notebooks/*.ipynb)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per notebook and thread count")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                        help="thread counts to measure (default: 2 1)")
+    parser.add_argument("--cell-timeout", type=int, default=600, help="seconds one cell may take")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args()
+    chapters = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    notebooks = [path.resolve() for path in args.notebooks] or chapters
+    if not notebooks:
+        parser.error("no notebooks given and none in notebooks/")
+    if args.repeat < 1 or min(args.threads) < 1:
+        parser.error("--repeat and --threads take positive numbers")
+
+    results = {}
+    for path in notebooks:
+        for threads in args.threads:
+            runs = [run_once(path, threads, args.cell_timeout) for _ in range(args.repeat)]
+            results[path, threads] = (statistics.median(s for s, _ in runs), max(p for _, p in runs))
+            print(f"{path.name}, {threads} thread(s): {duration(results[path, threads][0])}, "
+                  f"peak {results[path, threads][1] / 1e9:.2f} GB", flush=True)
+    section, within = table(notebooks, args.threads, results, args.repeat,
+                            complete=bool(chapters) and set(chapters) <= set(notebooks))
+    write_section(args.output, section)
+    print(f"wrote {args.output}" + ("" if within else "; some figures are over budget"))
+    sys.exit(0 if within else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The course's pytest plugin (``-p ragtutor.testing`` in pyproject.toml) and a notebook runner.
+
+What the plugin does for every test run:
+
+- sets ``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` before any conftest
+  or test module is imported, because the Hugging Face libraries read them once, at import;
+- installs :mod:`ragtutor.netguard` in the pytest process;
+- sets ``RAGTUTOR_BLOCK_NETWORK=1`` and puts ``netguard_site/`` first on PYTHONPATH, so that every
+  Python process pytest starts installs the guard too. nbval launches each notebook's kernel with
+  this process's environment, so this is how the guard reaches the kernels — a plugin that only
+  patches this process's sockets would not;
+- finds nbval's sanitize file from any working directory.
+
+:class:`CurrentEnvNotebookClient` executes a notebook the way nbval does, for the tests and the
+benchmark that run notebooks outside nbval.
+"""
+import os
+from pathlib import Path
+
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
+
+from ragtutor import netguard
+
+__all__ = ["OFFLINE_ENV", "SITE_DIR", "CurrentEnvNotebookClient"]
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "RAGTUTOR_BLOCK_NETWORK": "1"}
+SITE_DIR = Path(__file__).resolve().parent / "netguard_site"
+
+# The variables as they were before the run, restored at its end (pytest may run in-process).
+_saved_env = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Go offline before conftest files and test modules import anything."""
+    if not (SITE_DIR / "sitecustomize.py").is_file():
+        raise pytest.UsageError(f"{SITE_DIR / 'sitecustomize.py'} is missing, so notebook kernels "
+                                "would run with the network open. Reinstall with: pip install -e .")
+    paths = [str(SITE_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for name, value in {**OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(paths)}.items():
+        _saved_env[name] = os.environ.get(name)
+        os.environ[name] = value
+    netguard.install()
+
+
+def pytest_configure(config):
+    # pyproject.toml names the sanitize file relative to the repository root, but nbval opens it
+    # relative to the working directory.
+    sanitize = getattr(config.option, "nbval_sanitize_with", None)
+    if sanitize and not Path(sanitize).is_absolute() and not Path(sanitize).exists():
+        config.option.nbval_sanitize_with = str(config.rootpath / sanitize)
+
+
+def pytest_unconfigure(config):
+    netguard.uninstall()
+    for name, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _saved_env.clear()
+
+
+class CurrentEnvNotebookClient(NotebookClient):
+    """An nbclient ``NotebookClient`` whose kernel runs this Python, as nbval's
+    ``--nbval-current-env`` starts it — not whatever a ``python3`` kernelspec points to.
+
+    Usage: ``CurrentEnvNotebookClient(nb, resources={"metadata": {"path": folder}}).execute()``
+    runs ``nb`` top to bottom with ``folder`` as the working directory and raises
+    ``nbclient.exceptions.CellExecutionError`` at the first cell that fails.
+    """
+
+    def create_kernel_manager(self):
+        self.km = AsyncKernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME,
+                                     kernel_spec_manager=NbvalKernelspecManager())
+        return self.km

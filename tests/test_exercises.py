@@ -1,0 +1,303 @@
+"""Exercises: the self-check helpers, and student copies without the worked solutions."""
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from IPython.core.inputtransformer2 import TransformerManager
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from ragtutor import exercises, student
+from ragtutor.exercises import (ExerciseFailed, check, check_close, check_equal, check_function,
+                                exercise)
+from ragtutor.testing import CurrentEnvNotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+FIXTURE = ROOT / "tests" / "fixtures" / "exercises_demo.ipynb"
+MARKER = re.compile(r"^\s*#\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE | re.MULTILINE)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """An empty registry, so that the checks these tests define stay out of the course's."""
+    monkeypatch.setattr(exercises, "EXERCISES", {})
+    return exercises.EXERCISES
+
+
+@pytest.fixture
+def ch99_double(registry):
+    @exercise("99.1")
+    def ch99_double(double):
+        check_function(double, [(2, 4), (-1, -2)], hint="multiply by two.")
+        return "double is right on 2 inputs."
+
+    return ch99_double
+
+
+def failure_of(call, *args, **kwargs):
+    with pytest.raises(ExerciseFailed) as caught:
+        call(*args, **kwargs)
+    return str(caught.value)
+
+
+# The checks a learner sees.
+
+def test_a_right_answer_prints_one_success_line(ch99_double, capsys):
+    assert ch99_double(lambda x: 2 * x) is None
+    assert capsys.readouterr().out == "✓ Exercise 99.1 passed: double is right on 2 inputs.\n"
+
+
+def test_a_wrong_answer_says_what_was_expected_what_came_and_a_hint(ch99_double, capsys):
+    def double(x):
+        return x + 2
+
+    assert failure_of(ch99_double, double) == (
+        "Exercise 99.1: double(-1) is wrong\n"
+        "  expected: -2\n"
+        "  got:      1\n"
+        "  hint:     multiply by two.")
+    assert capsys.readouterr().out == ""
+
+
+def test_an_unwritten_function_is_reported_as_not_written(ch99_double):
+    def double(x):
+        raise NotImplementedError("Exercise 99.1: write your solution here")
+
+    assert "double is not written yet" in failure_of(ch99_double, double)
+
+
+def test_an_exception_in_the_learners_code_names_the_input(ch99_double):
+    def double(x):
+        return x + "1"
+
+    with pytest.raises(ExerciseFailed, match=r"double\(2\) raised TypeError") as caught:
+        ch99_double(double)
+    assert isinstance(caught.value.__cause__, TypeError)  # the learner's traceback stays visible
+
+
+def test_a_function_that_changes_its_input_cannot_spoil_the_next_case():
+    items = [3, 1, 2]
+
+    def pop_last(values):
+        return values.pop()
+
+    check_function(pop_last, [((items,), 2), ((items,), 2)])
+    assert items == [3, 1, 2]
+
+
+def test_check_reports_only_what_it_is_given():
+    assert failure_of(check, False, "the index is empty", hint="call fit() first") == (
+        "the index is empty\n  hint:     call fit() first")
+    assert failure_of(check, 1 > 2, "wrong", expected=None, got=3) == (
+        "wrong\n  expected: None\n  got:      3")
+    check(True, "never shown")
+
+
+@pytest.mark.parametrize("got, expected, problem", [
+    ([1, 2, 4], [1, 2, 3], "ranking[2] is wrong\n  expected: 3\n  got:      4"),
+    ([1, 2], [1, 2, 3], "ranking has 2 items, expected 3"),
+    ({1, 4}, {1, 2}, "ranking misses {2} and has {4} too many"),
+    ({"a": 1}, {"a": 1, "b": 2}, "ranking misses the keys {'b'}"),
+    ({"a": 1, "b": 3}, {"a": 1, "b": 2}, "ranking['b'] is wrong"),
+    ("1", 1, "ranking is of type str, expected int"),
+    (None, [1], "ranking is None: does your code `return` its result"),
+    (np.array([1, 2]), np.array([1, 3]), "ranking is wrong"),
+])
+def test_check_equal_points_at_the_difference(got, expected, problem):
+    assert failure_of(check_equal, got, expected, what="ranking").startswith(problem)
+
+
+@pytest.mark.parametrize("got, expected", [
+    ([3, 1], (3, 1)), (2, 2.0), ({"a": [1, 2]}, {"a": [1, 2]}), (torch.tensor([1, 2]), np.array([1, 2])),
+])
+def test_check_equal_accepts_equal_values(got, expected):
+    check_equal(got, expected)
+
+
+@pytest.mark.parametrize("got, expected, tolerance", [
+    (0.5 + 1e-9, 0.5, {}), (np.float32(0.1), 0.1, {}), (torch.tensor(0.5), 0.5, {}),
+    ([0.2, 0.8], np.array([0.2, 0.8]), {}), (0.52, 0.5, {"rtol": 0.05}), (1e-9, 0.0, {"atol": 1e-6}),
+])
+def test_check_close_accepts_answers_within_tolerance(got, expected, tolerance):
+    check_close(got, expected, **tolerance)
+
+
+def test_check_close_names_the_first_wrong_entry():
+    scores = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    assert failure_of(check_close, scores, [[1.0, 2.0], [3.0, 5.0]], what="scores", hint="h") == (
+        "1 of 4 entries of scores are wrong; the first is scores[1, 1]\n"
+        "  expected: 5.0\n  got:      4.0\n  hint:     h")
+
+
+@pytest.mark.parametrize("got, problem", [
+    (0.6, "p is wrong\n  expected: 0.5\n  got:      0.6"),
+    (None, "p is None"),
+    ("0.5", "p should be a number or an array of numbers, not of type str"),
+    ([0.5, 0.5], "p has shape [2], expected []"),
+    (float("nan"), "p is wrong"),
+])
+def test_check_close_explains_a_wrong_answer(got, problem):
+    assert failure_of(check_close, got, 0.5, what="p").startswith(problem)
+
+
+def test_checks_are_registered_under_their_chapter(registry):
+    def ch01_precision(answer):
+        check_equal(answer, 1)
+
+    check_answer = exercise("1.2")(ch01_precision)
+    assert registry == {"1.2": check_answer} and check_answer.exercise == "1.2"
+    assert exercise("1.2")(ch01_precision) is registry["1.2"]  # a notebook cell run again
+    def ch01_recall(answer):
+        check_equal(answer, 1)
+
+    with pytest.raises(ValueError, match="already has a check: ch01_precision"):
+        exercise("1.2")(ch01_recall)
+    with pytest.raises(ValueError, match="must be named ch03_"):
+        exercise("3.1")(ch01_precision)
+    with pytest.raises(ValueError, match="looks like '1.2'"):
+        exercise("1")
+
+
+def test_every_course_check_is_reachable_by_its_name():
+    for number, check_answer in exercises.EXERCISES.items():
+        assert getattr(exercises, check_answer.__name__) is check_answer
+        assert check_answer.exercise == number
+
+
+def test_chapters_call_only_registered_checks():
+    for path in CHAPTERS:
+        nb = nbformat.read(path, as_version=4)
+        calls = {name for cell in nb.cells if cell.cell_type == "code"
+                 for name in re.findall(r"\b(ch\d{2}_\w+)\s*\(", cell.source)}
+        unknown = {name for name in calls if not hasattr(exercises, name)}
+        assert not unknown, f"{path.name} calls checks that ragtutor.exercises lacks: {unknown}"
+
+
+# Student copies.
+
+def tagged(cell, *tags):
+    cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def lines_of(text):
+    """The text's non-blank lines, stripped: indentation cannot hide a copied solution."""
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def assert_no_solution(instructor, copy, name):
+    """Static check: no marked solution line, solution cell or output reaches the student copy."""
+    sources = "\n".join(lines_of(cell.source) for cell in copy.cells)
+    for cell in instructor.cells:
+        if student.SOLUTION_TAG not in cell.get("metadata", {}).get("tags", []):
+            continue
+        blocks = [cell.source] if cell.cell_type != "code" else re.findall(
+            r"#\s*BEGIN SOLUTION[^\n]*\n(.*?)^[ \t]*#\s*END SOLUTION", cell.source,
+            re.DOTALL | re.MULTILINE | re.IGNORECASE)
+        for block in blocks:
+            assert lines_of(block) not in sources, (
+                f"{name}: this solution reached students:\n{lines_of(block)}")
+    assert not MARKER.search(sources), f"{name}: a solution marker reached students"
+    for cell in copy.cells:
+        assert student.SOLUTION_TAG not in cell.get("metadata", {}).get("tags", []), name
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{name}: outputs left"
+            # valid Python, once IPython has turned %magics and !commands into calls
+            compile(TransformerManager().transform_cell(cell.source), name, "exec")
+
+
+def test_the_fixtures_student_copy():
+    instructor = nbformat.read(FIXTURE, as_version=4)
+    before = nbformat.writes(instructor)
+    copy = student.student_copy(instructor, FIXTURE.name)
+    assert nbformat.writes(instructor) == before  # the instructor notebook is left alone
+    assert_no_solution(instructor, copy, FIXTURE.name)
+    assert len(copy.cells) == len(instructor.cells) - 1  # the worked explanation is gone
+    sources = [cell.source for cell in copy.cells]
+    assert (
+        'def sum_of_squares(n):\n'
+        '    """0² + 1² + ... + (n-1)²."""\n'
+        '    # YOUR CODE HERE\n'
+        '    raise NotImplementedError("Exercise 99.1: write your solution here, in place of this '
+        'line")\n'
+        '\n\n'
+        'ch99_sum_of_squares(sum_of_squares)') in sources
+    assert ('# YOUR CODE HERE\n'
+            'raise NotImplementedError("Exercise 99.2: write your solution here, in place of this '
+            'line")\n'
+            'ch99_mean_square(mean_square)') in sources
+    assert student.exercises_start(copy) == student.exercises_start(instructor) == 3
+
+
+def test_the_command_line_writes_student_copies(tmp_path, capsys):
+    student.main([str(FIXTURE), "--out", str(tmp_path / "class")])
+    written = tmp_path / "class" / FIXTURE.name
+    assert f"-> {written}" in capsys.readouterr().out
+    assert_no_solution(nbformat.read(FIXTURE, as_version=4), nbformat.read(written, as_version=4),
+                       written.name)
+
+
+def test_no_student_copy_of_a_chapter_contains_a_solution(tmp_path):
+    written = student.build(CHAPTERS, tmp_path)
+    assert [path.name for path in written] == [path.name for path in CHAPTERS]
+    for instructor, copy in zip(CHAPTERS, written):
+        assert_no_solution(nbformat.read(instructor, as_version=4),
+                           nbformat.read(copy, as_version=4), instructor.name)
+
+
+def test_every_chapter_ends_with_exercises():
+    for path in CHAPTERS:
+        nb = nbformat.read(path, as_version=4)
+        start = student.exercises_start(nb, path.name)
+        assert start is not None, f"{path.name} has no cell tagged '{student.EXERCISES_TAG}'"
+        assert any(student.SOLUTION_TAG in cell.metadata.get("tags", []) for cell in nb.cells), (
+            f"{path.name} has no exercise with a worked solution (a cell tagged "
+            f"'{student.SOLUTION_TAG}')")
+
+
+def exercises_cell():
+    return tagged(new_markdown_cell("## Check yourself"), student.EXERCISES_TAG)
+
+
+@pytest.mark.parametrize("cells, problem", [
+    ([new_code_cell("# BEGIN SOLUTION\nx = 1\n# END SOLUTION")], "is not tagged 'solution'"),
+    ([exercises_cell(), tagged(new_code_cell("x = 1"), "solution")], "no line is between"),
+    ([exercises_cell(), tagged(new_code_cell("# BEGIN SOLUTION\nx = 1"), "solution")],
+     "never closed"),
+    ([exercises_cell(), tagged(new_code_cell("x = 1\n# END SOLUTION"), "solution")],
+     "without a '# BEGIN SOLUTION'"),
+    ([exercises_cell(), tagged(new_code_cell("# BEGIN SOLUTION\n  # begin solution\n# END SOLUTION"),
+                             "solution")], "inside another solution block"),
+    ([tagged(new_markdown_cell("The answer is 42."), "solution"), exercises_cell()],
+     "must come after the cell tagged 'exercises'"),
+    ([exercises_cell(), exercises_cell()], "tag only the cell where the exercises begin"),
+])
+def test_a_solution_that_could_leak_stops_the_build(cells, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        student.student_copy(new_notebook(cells=cells), "chapter.ipynb")
+
+
+def test_the_build_never_overwrites_instructor_notebooks(tmp_path):
+    chapter = tmp_path / FIXTURE.name
+    chapter.write_bytes(FIXTURE.read_bytes())
+    with pytest.raises(ValueError, match="holds the instructor notebook"):
+        student.build([chapter], tmp_path)
+    assert chapter.read_bytes() == FIXTURE.read_bytes()
+
+
+def test_a_student_copy_runs_up_to_its_exercises():
+    """Chapter 00's student copy (the fixture's while there is no chapter 00), in a fresh kernel
+    in the chapter's folder, runs without error up to the cell where its exercises begin."""
+    source = ROOT / "notebooks" / "00_welcome.ipynb"
+    source = source if source.exists() else FIXTURE
+    nb = student.student_copy(nbformat.read(source, as_version=4), source.name)
+    start = student.exercises_start(nb, source.name)
+    assert start is not None, f"{source.name} has no cell tagged '{student.EXERCISES_TAG}'"
+    nb.cells = nb.cells[:start]
+    CurrentEnvNotebookClient(nb, resources={"metadata": {"path": str(source.parent)}},
+                             timeout=600).execute()
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count for cell in code)

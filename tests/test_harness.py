@@ -1,0 +1,138 @@
+"""The test harness: the network guard in this process and in notebook kernels; nbval's settings."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import _socket
+import pytest
+from nbval.plugin import get_sanitize_patterns
+
+from ragtutor import netguard
+from ragtutor.netguard import NetworkBlockedError
+from ragtutor.testing import OFFLINE_ENV, SITE_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+# TEST-NET-1, an address reserved for documentation: without the guard it times out or is
+# unreachable, never "refused by the guard".
+OUTSIDE = ("192.0.2.1", 80)
+
+
+def test_the_test_run_is_offline():
+    assert netguard.is_installed()
+    for name, value in OFFLINE_ENV.items():
+        assert os.environ.get(name) == value, name
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == str(SITE_DIR)
+
+
+def test_hugging_face_sees_offline_mode():
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: the plugin must set it earlier.
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE
+
+
+@pytest.mark.parametrize("address", [("example.com", 80), OUTSIDE])
+def test_a_connection_beyond_loopback_fails_with_the_guards_error(address):
+    host, port = address
+    with pytest.raises(NetworkBlockedError,
+                       match=f"network guard refused a connection to {re.escape(host)}:{port}"):
+        socket.create_connection(address, timeout=3)
+
+
+def test_connect_ex_raises_instead_of_returning_an_error_code():
+    with socket.socket() as sock, pytest.raises(NetworkBlockedError, match="run offline"):
+        sock.connect_ex(OUTSIDE)
+
+
+def test_libraries_pass_the_guards_error_on():
+    with pytest.raises(urllib.error.URLError) as caught:
+        urllib.request.urlopen("http://example.com/", timeout=3)
+    assert isinstance(caught.value.reason, NetworkBlockedError)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_still_works(host):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection((host, server.getsockname()[1]), timeout=3) as client:
+            connection, _ = server.accept()
+            with connection:
+                client.sendall(b"ping")
+                assert connection.recv(4) == b"ping"
+
+
+def test_unix_sockets_still_work():
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        left.sendall(b"ping")
+        assert right.recv(4) == b"ping"
+
+
+def test_install_twice_then_uninstall_restores_the_socket_module():
+    guarded = socket.socket.connect
+    netguard.install()
+    assert socket.socket.connect is guarded
+    try:
+        netguard.uninstall()
+        assert not netguard.is_installed()
+        assert socket.socket.connect is _socket.socket.connect
+    finally:
+        netguard.install()
+
+
+def test_a_notebook_kernel_started_by_nbval_is_guarded():
+    """A fresh pytest, from an environment without the plugin's settings, runs a notebook whose
+    cells connect out (and must get the guard's error), check the offline variables and use
+    loopback. Only the plugin can have put the guard into that kernel."""
+    env = {name: value for name, value in os.environ.items() if name not in OFFLINE_ENV}
+    paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p and p != str(SITE_DIR)]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(FIXTURES / "network_guard.ipynb")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout, result.stdout
+
+
+def sanitize(text):
+    """What nbval compares: the text after every pattern of tests/nbval_sanitize.cfg."""
+    for regex, replacement in get_sanitize_patterns((ROOT / "tests/nbval_sanitize.cfg").read_text()):
+        text = re.sub(regex, replacement, text)
+    return text
+
+
+@pytest.mark.parametrize("first, second", [
+    ("trained in 12.3 s (0.2 min), 850 ms per epoch", "trained in 9.8 s (0.1 min), 790 ms per epoch"),
+    ("free memory 22.8 GB, index 1.5 MiB", "free memory 3.1 GB, index 1.6 MiB"),
+    ("<ragtutor.sparse.BM25 object at 0x7f3a2b1c0d90>", "<ragtutor.sparse.BM25 object at 0x7f00aa11bb22>"),
+    ("epochs: 45%|████▌     | 45/100 [00:01<00:02, 22.5it/s]\nloss 0.31",
+     "epochs: 46%|████▋     | 46/100 [00:02<00:03, 18.0it/s]\nloss 0.31"),
+    ("BM25: 12,345.6 queries/s", "BM25: 9,876.5 queries/s"),
+    ("12.3 ms ± 210 µs per loop (mean ± std. dev. of 7 runs, 100 loops each)",
+     "1.1 s ± 20 ms per loop (mean ± std. dev. of 7 runs, 1 loop each)"),
+    ("measured 2026-11-24 13:56:42", "measured 2027-01-02T08:00:00"),
+])
+def test_sanitize_masks_volatile_output(first, second):
+    assert sanitize(first) == sanitize(second)
+
+
+def test_sanitize_keeps_deterministic_output():
+    text = ("passages: 1500, shape (1500, 64), sum = 1.0, recall@5 = 0.93, top-3 ids [4, 17, 250], "
+            "answer: Paris, 0x1")
+    assert sanitize(text) == text
+
+
+def test_pytest_runs_the_unit_tests_and_every_notebook_with_nbval():
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert options["testpaths"] == ["tests", "notebooks"]
+    for flag in ["--nbval-lax", "--nbval-current-env",
+                 "--nbval-sanitize-with=tests/nbval_sanitize.cfg", "-p ragtutor.testing"]:
+        assert flag in options["addopts"]
