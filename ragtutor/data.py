@@ -1,0 +1,159 @@
+"""The knowledge base and its question-answer splits, loaded offline.
+
+The files in ``data/kb/`` are written by ``python data/build_kb.py`` (see ``data/README.md``):
+
+    passages.jsonl          id, title, text, entity_id, domain, aspect
+    questions_<split>.jsonl id, question, answers, entity_id, entity, domain, relation,
+                            passage_id, mismatch, split          (split: train, dev, test)
+    entities.jsonl          id, name, domain, split, aliases, facts, answers, skip_relations
+    MANIFEST.sha256         sha256 of each file above, in ``sha256sum`` format
+
+Every loader returns a list of dicts by default, or a ``datasets.Dataset`` with
+``as_dataset=True``. Each file's checksum is verified against the manifest the first time it is
+read; a missing, altered or malformed file raises :class:`KnowledgeBaseError` naming the file and
+the command that rebuilds it. Parsed files are cached per (folder, file, size, modification time);
+every call returns fresh copies, so changing a returned record never changes the next call's.
+
+The folder is, in order of precedence: the ``data_dir`` argument, the environment variable
+``RAGTUTOR_DATA_DIR``, then :data:`DATA_DIR` (``data/kb`` beside the package in the repository).
+"""
+import copy
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+__all__ = ["DATA_DIR", "SPLITS", "KnowledgeBaseError", "load_passages", "load_questions",
+           "load_entities", "verify_manifest"]
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kb"
+SPLITS = ("train", "dev", "test")
+MANIFEST = "MANIFEST.sha256"
+REBUILD = "python data/build_kb.py"
+
+FIELDS = {
+    "passages": ("id", "title", "text", "entity_id", "domain", "aspect"),
+    "questions": ("id", "question", "answers", "entity_id", "entity", "domain", "relation",
+                  "passage_id", "mismatch", "split"),
+    "entities": ("id", "name", "domain", "split", "aliases", "facts", "answers", "skip_relations"),
+}
+
+
+class KnowledgeBaseError(RuntimeError):
+    """A knowledge-base file is missing, altered or malformed; the message says how to rebuild it."""
+
+
+def _folder(data_dir):
+    return Path(data_dir or os.environ.get("RAGTUTOR_DATA_DIR") or DATA_DIR)
+
+
+def _fail(path, problem):
+    raise KnowledgeBaseError(f"{path}: {problem}. Rebuild the knowledge base with `{REBUILD}` "
+                             "(run from the repository root).")
+
+
+def _read_manifest(folder):
+    path = folder / MANIFEST
+    if not path.is_file():
+        _fail(path, "the manifest is missing")
+    checksums = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not name:
+            _fail(path, f"line {number} is not '<sha256>  <file name>'")
+        checksums[name] = digest
+    return checksums
+
+
+def verify_manifest(data_dir=None):
+    """Check the sha256 of every file listed in the manifest; return the verified file names.
+
+    Raises :class:`KnowledgeBaseError` naming the first file that is missing or whose checksum
+    differs (one changed byte is enough), and when a data file is not listed at all.
+    """
+    folder = _folder(data_dir)
+    checksums = _read_manifest(folder)
+    expected = {"passages.jsonl", "entities.jsonl", *(f"questions_{s}.jsonl" for s in SPLITS)}
+    for name in sorted(expected - checksums.keys()):
+        _fail(folder / MANIFEST, f"it does not list {name}")
+    for name, digest in sorted(checksums.items()):
+        _checked_bytes(folder / name, digest)
+    return sorted(checksums)
+
+
+def _checked_bytes(path, digest):
+    if not path.is_file():
+        _fail(path, "the file is missing")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        _fail(path, "its sha256 does not match MANIFEST.sha256 (the file was changed or is corrupt)")
+    return data
+
+
+@functools.lru_cache(maxsize=16)
+def _parse(path_name, stamp, kind):
+    """Verify and parse one JSON-lines file; cached on the file's and the manifest's (size, mtime)."""
+    path = Path(path_name)
+    checksums = _read_manifest(path.parent)
+    if path.name not in checksums:
+        _fail(path.parent / MANIFEST, f"it does not list {path.name}")
+    data = _checked_bytes(path, checksums[path.name])
+    records = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            _fail(path, f"line {number} is not valid JSON ({err.msg})")
+        missing = [f for f in FIELDS[kind] if not isinstance(record, dict) or f not in record]
+        if missing:
+            _fail(path, f"line {number} lacks the field(s) {', '.join(missing)}")
+        records.append(record)
+    return tuple(records)
+
+
+def _load(name, kind, data_dir, as_dataset):
+    path = _folder(data_dir) / name
+    if not path.is_file():
+        _fail(path, "the file is missing")
+    manifest = path.parent / MANIFEST
+    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+                  for p in (path, manifest))
+    records = copy.deepcopy(list(_parse(str(path.resolve()), stamp, kind)))
+    if not as_dataset:
+        return records
+    from datasets import Dataset  # imported here: plain-list users do not pay for it
+
+    if kind == "entities":
+        # Facts differ between domains (a country has a capital, an element a symbol); Arrow
+        # needs one schema, so the nested fields travel as JSON strings in the table.
+        records = [{**r, "facts": json.dumps(r["facts"], ensure_ascii=False, sort_keys=True),
+                    "answers": json.dumps(r["answers"], ensure_ascii=False, sort_keys=True)}
+                   for r in records]
+    return Dataset.from_list(records)
+
+
+def load_passages(as_dataset=False, data_dir=None):
+    """All passages: dicts with id, title, text, entity_id, domain ("country"/"element"), aspect."""
+    return _load("passages.jsonl", "passages", data_dir, as_dataset)
+
+
+def load_questions(split, as_dataset=False, data_dir=None):
+    """The questions of one split ("train", "dev" or "test"), split by entity.
+
+    Fields: id, question, answers (every acceptable answer, canonical first), entity_id, entity,
+    domain, relation, passage_id (the gold passage), mismatch (True when the question shares no
+    content word with its gold passage except the entity's name), split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    return _load(f"questions_{split}.jsonl", "questions", data_dir, as_dataset)
+
+
+def load_entities(as_dataset=False, data_dir=None):
+    """Every entity with its true facts: id, name, domain, split, aliases, facts, answers, skip_relations.
+
+    ``answers`` maps each relation to its acceptable answers. With ``as_dataset=True`` the
+    nested ``facts`` and ``answers`` are JSON strings (``json.loads`` turns them back).
+    """
+    return _load("entities.jsonl", "entities", data_dir, as_dataset)

@@ -1,0 +1,1059 @@
+"""The text side of the knowledge base: facts -> encyclopedia passages, questions, counterfactuals.
+
+An entity (a country or a chemical element) is a record with true ``facts``; this module turns it
+into one short passage per *aspect*, like the sections of an encyclopedia article::
+
+    country:  overview, geography, capital, economy, people, neighbours, codes
+    element:  overview, atomic, physical, position
+
+and asks one or two questions per *relation* (capital, currency, symbol, ...), each answered by
+exactly one of those passages, its gold passage (:data:`RELATIONS` says which). Each sentence is
+picked among several phrasings with a random generator seeded by the passage id, so the text varies
+from passage to passage but is the same on every run. Passages mention other entities (neighbours,
+countries that share a currency or language, adjacent elements) so that a retriever meets real
+distractors.
+
+A question is either *plain* (it shares a relation word with its gold passage: "What is the
+currency of France?") or *vocabulary-mismatched*: it shares no content word with its gold passage
+except the entity's name ("What money do people in France pay with?"), which is where BM25 fails
+and a dense retriever can win. :func:`shared_content_words` is the test, applied to every question.
+
+:func:`counterfactual_examples` fills the same templates with names drawn from the whole name pool
+(held-out test entities included) and false facts drawn from each relation's value pool, so that a
+reader sees every name token in training while the passage stays the only source of the answer;
+no value it states is a true fact of the entity it is stated about.
+
+The build script ``data/build_kb.py`` gathers the facts and calls :func:`render_passages` and
+:func:`render_questions`; the files it writes are loaded with :mod:`ragtutor.data`.
+"""
+import functools
+import itertools
+import operator
+import random
+
+from ragtutor.metrics import normalize_answer
+from ragtutor.text import content_words, normalize_text
+
+__all__ = ["ASPECTS", "RELATIONS", "render_passages", "render_questions", "relation_answers",
+           "shared_content_words", "counterfactual_examples", "iter_counterfactual_examples"]
+
+ASPECTS = {
+    "country": ("overview", "geography", "capital", "economy", "people", "neighbours", "codes"),
+    "element": ("overview", "atomic", "physical", "position"),
+}
+
+# relation -> (domain, aspect of the passage that answers it)
+RELATIONS = {
+    "capital": ("country", "capital"),
+    "continent": ("country", "geography"),
+    "region": ("country", "geography"),
+    "currency": ("country", "economy"),
+    "language": ("country", "people"),
+    "demonym": ("country", "people"),
+    "neighbour": ("country", "neighbours"),
+    "calling_code": ("country", "codes"),
+    "internet_domain": ("country", "codes"),
+    "symbol": ("element", "overview"),
+    "atomic_number": ("element", "overview"),
+    "atomic_mass": ("element", "atomic"),
+    "density": ("element", "physical"),
+    "period": ("element", "position"),
+    "group": ("element", "position"),
+}
+
+# ----------------------------------------------------------------------------------------------
+# Question templates. {name} is the entity as it reads mid-sentence ("the Netherlands", "iron").
+# Plain phrasings reuse the passage's relation word; mismatched phrasings use words that no
+# passage of that aspect contains (the builder checks every question against its gold passage).
+# ----------------------------------------------------------------------------------------------
+QUESTIONS = {
+    "capital": {
+        "plain": ["What is the capital of {name}?", "Which city is the capital of {name}?"],
+        "mismatch": ["Where does the government of {name} sit?",
+                     "Where is the seat of government of {name}?",
+                     "In which town does the parliament of {name} meet?"],
+    },
+    "continent": {
+        "plain": ["On which continent is {name}?", "Which continent is {name} on?"],
+        "mismatch": ["Which landmass is {name} on?", "On what landmass does {name} lie?"],
+    },
+    "region": {
+        "plain": ["In which region is {name}?", "Which region of the world is {name} part of?"],
+        "mismatch": ["Whereabouts on the globe is {name}?", "What corner of the globe is {name} in?"],
+    },
+    "currency": {
+        "plain": ["What is the currency of {name}?", "Which currency is used in {name}?"],
+        "mismatch": ["What money do people in {name} pay with?", "What money is spent in {name}?",
+                     "What do shoppers in {name} pay with?"],
+    },
+    "language": {
+        "plain": ["What is the official language of {name}?", "Which language is official in {name}?"],
+        "plain_many": ["Name an official language of {name}.",
+                       "What is one official language of {name}?"],
+        "mismatch": ["What tongue do people in {name} speak?", "What is the main tongue of {name}?"],
+        "mismatch_many": ["Name a tongue spoken in {name}.", "What tongue do people in {name} speak?"],
+    },
+    "demonym": {
+        "plain": ["What is the demonym for {name}?", "What are the inhabitants of {name} known as?"],
+        "mismatch": ["What do you call someone from {name}?",
+                     "What word describes a person from {name}?"],
+    },
+    "neighbour": {
+        "plain": ["Which country borders {name}?",
+                  "Name a country that shares a land border with {name}."],
+        "mismatch": ["Which nation is next door to {name}?", "Name a state adjacent to {name}."],
+    },
+    "calling_code": {
+        "plain": ["What is the international calling code of {name}?",
+                  "What calling code does {name} have?"],
+        "mismatch": ["What do you dial to phone {name} from abroad?",
+                     "Which prefix do you dial to ring {name}?"],
+    },
+    "internet_domain": {
+        "plain": ["What is the internet domain of {name}?", "Which top-level domain does {name} have?"],
+        "mismatch": ["What do web addresses in {name} end with?",
+                     "Which website suffix belongs to {name}?"],
+    },
+    "symbol": {
+        "plain": ["What is the chemical symbol for {name}?", "What is the symbol of {name}?"],
+        "mismatch": ["How is {name} abbreviated?", "Which abbreviation stands for {name}?"],
+    },
+    "atomic_number": {
+        "plain": ["What is the atomic number of {name}?"],
+        "mismatch": ["How many protons does an atom of {name} have?",
+                     "How many protons are in the nucleus of {name}?"],
+    },
+    "atomic_mass": {
+        "plain": ["What is the atomic mass of {name}?", "What is the standard atomic weight of {name}?"],
+        "mismatch": ["How heavy is one atom of {name} in daltons?", "What does one atom of {name} weigh?"],
+    },
+    "density": {
+        "plain": ["What is the density of {name}?"],
+        "mismatch": ["How many grams does a cubic centimetre of {name} weigh?",
+                     "What does one cubic centimetre of {name} weigh?",
+                     "How many grams does a millilitre of {name} weigh?"],
+    },
+    "period": {
+        "plain": ["In which period of the periodic table is {name}?", "Which period is {name} in?"],
+        "mismatch": ["In which row is {name} placed?", "Which horizontal row holds {name}?"],
+    },
+    "group": {
+        "plain": ["Which group of the periodic table is {name} in?", "What group does {name} belong to?"],
+        "mismatch": ["In which column is {name} placed?", "Which vertical column holds {name}?"],
+    },
+}
+
+_NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen")
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------
+def _mid(entity):
+    """The entity's name as it reads inside a sentence: "the Netherlands", "iron"."""
+    if entity["domain"] == "element":
+        return entity["name"].lower()
+    return ("the " if entity["facts"].get("definite") else "") + entity["name"]
+
+
+def _start(entity):
+    """The entity's name at the start of a sentence: "The Netherlands", "Iron"."""
+    return _upper_first(_mid(entity))
+
+
+def _upper_first(text):
+    return text[:1].upper() + text[1:]
+
+
+def _join(items):
+    """["a"] -> "a";  ["a", "b", "c"] -> "a, b and c"."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _count_word(n):
+    return _NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else str(n)
+
+
+def _pick(rng, variants, **fields):
+    text = rng.choice(variants).format(**fields)
+    # A value that ends a sentence may end in a full stop itself ("Washington, D.C.").
+    return text[:-1] if text.endswith("..") else text
+
+
+def _region_text(region):
+    return "the Caribbean" if region == "Caribbean" else region
+
+
+def _area_text(area):
+    """Area in km² rounded to three significant figures: 640679 -> "641,000", 2.02 -> "2.02"."""
+    if area >= 1000:
+        digits = len(str(int(area)))
+        return f"{int(round(area, 3 - digits)):,}"
+    if area >= 1:
+        return f"{area:.0f}" if area >= 100 else f"{area:.3g}"
+    return f"{area:.2f}"
+
+
+@functools.lru_cache(maxsize=None)
+def _fold(text):
+    """Accent-free SQuAD normal form, used to compare answers with passages and with facts."""
+    return normalize_answer(normalize_text(text))
+
+
+def shared_content_words(question, passage_text, entity_name):
+    """Content words the question shares with the passage, the entity's own name words excluded.
+
+    ``(content_words(question) - content_words(entity_name)) & content_words(passage_text)``; an
+    empty set makes the question vocabulary-mismatched with respect to that passage.
+    """
+    return (content_words(question) - content_words(entity_name)) & content_words(passage_text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Passage templates, one renderer per aspect: renderer(entity, context, rng) -> text.
+# ``entity`` holds the facts stated about the subject; ``context`` the distractor mentions
+# (other entities and their facts). Real passages and counterfactual ones share these renderers.
+# ----------------------------------------------------------------------------------------------
+def _country_overview(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), official=f.get("official_name") or "",
+                  iso2=f["iso2"], iso3=f["iso3"])
+    if f["un_status"] == "observer":
+        intro = ["{Name} is a sovereign state with observer status at the United Nations.",
+                 "{Name} is an independent state and a permanent observer at the United Nations."]
+    elif fields["official"]:
+        intro = ["{Name}, officially the {official}, is a sovereign state and a member of the "
+                 "United Nations.",
+                 "The {official}, usually called {name}, is a sovereign country and one of the "
+                 "member states of the United Nations.",
+                 "{Name} (officially the {official}) is an independent country that belongs to "
+                 "the United Nations."]
+    else:
+        intro = ["{Name} is a sovereign state and a member of the United Nations.",
+                 "{Name} is an independent country and one of the member states of the "
+                 "United Nations."]
+    parts = [_pick(rng, intro, **fields)]
+    others = f.get("other_names") or []
+    if others:
+        parts.append(_pick(rng, ["It is also known as {others}.", "Other names for it include {others}."],
+                           others=_join(others)))
+    parts.append(_pick(rng, ["Its ISO 3166 country codes are {iso2} and {iso3}.",
+                             "International standards identify it by the two-letter code {iso2} "
+                             "and the three-letter code {iso3}.",
+                             "In the ISO 3166 standard it is listed as {iso3}, or {iso2} in short."],
+                       **fields))
+    return " ".join(parts)
+
+
+def _country_geography(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), continent=f["continent"],
+                  region=_region_text(f["region"]), area=_area_text(f["area_km2"]))
+    if f["region"] == f["continent"]:  # UN M49 calls one region "South America" as well
+        intro = ["{Name} is a country in the region and continent of {continent}.",
+                 "{Name} lies on the continent of {continent}, in the region of the same name."]
+    else:
+        intro = ["{Name} is a country in {region}, a region of the continent of {continent}.",
+                 "{Name} lies in the region of {region}, on the continent of {continent}.",
+                 "On the continent of {continent}, {name} belongs to the region of {region}."]
+    parts = [_pick(rng, intro, **fields),
+             _pick(rng, ["It covers about {area} square kilometres.",
+                         "Its total area is roughly {area} square kilometres.",
+                         "The country has an area of about {area} square kilometres."], **fields)]
+    peers = ctx["region_peers"]
+    if len(peers) == 1:
+        parts.append(_pick(rng, ["{peer} is also in {region}.",
+                                 "Another country of {region} is {peer}."], peer=peers[0], **fields))
+    elif peers:
+        parts.append(_pick(rng, ["Other countries of {region} include {peers}.",
+                                 "{Peers} are also in {region}."],
+                           peers=_join(peers), Peers=_upper_first(_join(peers)),
+                           **fields))
+    return " ".join(parts)
+
+
+def _country_capital(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), capital=f["capital"])
+    parts = [_pick(rng, ["The capital of {name} is {capital}.", "{capital} is the capital of {name}.",
+                         "The capital city of {name} is {capital}."], **fields)]
+    if f.get("capital_note"):
+        parts.append(f["capital_note"])
+    for peer, capital, kind in ctx["capital_peers"]:
+        if kind == "neighbour":
+            parts.append(_pick(rng, ["Across the border, the capital of {peer} is {peer_capital}.",
+                                     "{Peer}, a neighbour, has its capital at {peer_capital}."],
+                               peer=peer, Peer=_upper_first(peer), peer_capital=capital))
+        else:
+            parts.append(_pick(rng, ["Elsewhere in {region}, the capital of {peer} is {peer_capital}.",
+                                     "{Peer}, also in {region}, has its capital at {peer_capital}."],
+                               peer=peer, Peer=_upper_first(peer), peer_capital=capital,
+                               region=_region_text(ctx["region"])))
+    return " ".join(parts)
+
+
+def _currency_text(currency):
+    return f"the {currency['name']} ({currency['code']})"
+
+
+def _country_economy(e, ctx, rng):
+    f = e["facts"]
+    currencies = f["currencies"]
+    first = currencies[0]
+    fields = dict(Name=_start(e), name=_mid(e), cur=_currency_text(first), cur_name=first["name"],
+                  code=first["code"])
+    if len(currencies) == 1:
+        parts = [_pick(rng, ["The currency of {name} is {cur}.",
+                             "{Name} uses {cur} as its currency.",
+                             "The official currency of {name} is {cur}."], **fields)]
+    else:
+        fields["others"] = _join(_currency_text(c) for c in currencies[1:])
+        parts = [_pick(rng, ["The currency of {name} is {cur}, and {others} also circulates there.",
+                             "{Name} uses {cur} as its currency, with {others} also in circulation."],
+                       **fields)]
+    peers = ctx["currency_peers"]
+    if peers:
+        parts.append(_pick(rng, ["The {cur_name} is also the currency of {peers}.",
+                                 "{peers_start} also use the {cur_name}."],
+                           peers=_join(peers), peers_start=_upper_first(_join(peers)),
+                           **fields))
+    else:
+        variants = rng.sample(["Nearby, {peer} uses {other}.",
+                               "By contrast, {peer} has {other} as its currency."], 2)
+        for variant, (peer, currency) in zip(variants, ctx["other_currencies"]):
+            parts.append(variant.format(peer=peer, other=_currency_text(currency)))
+    parts.append(_pick(rng, ["In banking and foreign exchange the {cur_name} is identified by the "
+                             "ISO 4217 code {code}.",
+                             "Exchange rates for {name} are quoted against the {cur_name}, code {code}.",
+                             "Its ISO 4217 currency code is {code}."], **fields))
+    return " ".join(parts)
+
+
+def _country_people(e, ctx, rng):
+    f = e["facts"]
+    languages = [language["name"] for language in f["languages"]]
+    fields = dict(Name=_start(e), name=_mid(e), demonym=f.get("demonym") or "")
+    parts = []
+    working = f.get("language_role") == "working"
+    if working and languages:
+        # Sources that made national languages official (Sahel, 2023-2025) keep French as a
+        # working language; the passage says only that.
+        fields["languages"] = _join(languages)
+        parts.append(_pick(rng, ["{languages} serves as a working language of the state in {name}.",
+                                 "In {name}, {languages} is used as a working language of the state."],
+                           **fields))
+    elif len(languages) == 1:
+        fields["language"] = languages[0]
+        parts.append(_pick(rng, ["The official language of {name} is {language}.",
+                                 "{language} is the official language of {name}.",
+                                 "In {name}, the official language is {language}."], **fields))
+    elif languages:
+        # "include" rather than "are": some sources list only the main official languages.
+        fields["languages"] = _join(languages)
+        parts.append(_pick(rng, ["Official languages of {name} include {languages}.",
+                                 "{languages} are official languages of {name}.",
+                                 "In {name}, the official languages include {languages}."], **fields))
+    if fields["demonym"]:
+        parts.append(_pick(rng, ["The inhabitants of {name} are known as {demonym}.",
+                                 "The demonym for {name} is {demonym}.",
+                                 "Its inhabitants are known by the demonym {demonym}."], **fields))
+    peers = ctx["language_peers"]
+    if fields["demonym"] and not peers:
+        parts.append(_pick(rng, ["The adjective {demonym} refers to {name} and its inhabitants.",
+                                 "Things and inhabitants of {name} are described as {demonym}."],
+                           **fields))
+    if len(languages) == 1 and not peers and not working:
+        parts.append(_pick(rng, ["{language} is used in its government, courts and schools.",
+                                 "Its government, courts and schools work in {language}."],
+                           language=languages[0]))
+    if peers and languages:
+        also = "" if working else " also"
+        have = "has" if len(peers) == 1 else "have"
+        parts.append(_pick(rng, ["{language} is" + also + " an official language in {peers}.",
+                                 "{peers_start}" + also + f" {have} {{language}} as an official language."],
+                           language=languages[0], peers=_join(peers),
+                           peers_start=_upper_first(_join(peers))))
+    return " ".join(parts)
+
+
+def _country_neighbours(e, ctx, rng):
+    fields = dict(Name=_start(e), name=_mid(e))
+    neighbours = ctx["neighbours"]
+    if not neighbours:
+        parts = [_pick(rng, ["{Name} has no land borders with other countries.",
+                             "{Name} shares no land border with any other country."], **fields),
+                 _pick(rng, ["All of its international boundaries lie at sea.",
+                             "Its boundaries with other countries are all maritime."], **fields)]
+        if ctx["farther"]:
+            parts.append(_pick(rng, ["Other countries of the region, such as {others}, can be reached "
+                                     "only across the sea.",
+                                     "From there, the sea separates it from {others}."],
+                               others=_join(ctx["farther"])))
+        return " ".join(parts)
+    fields.update(neighbours=_join(neighbours), count=_count_word(len(neighbours)))
+    if len(neighbours) == 1:
+        parts = [_pick(rng, ["{Name} has a single land border, with {neighbours}.",
+                             "The only country bordering {name} is {neighbours}."], **fields)]
+    else:
+        parts = [_pick(rng, ["{Name} borders {neighbours}.",
+                             "{Name} shares land borders with {neighbours}.",
+                             "The countries bordering {name} are {neighbours}."], **fields),
+                 _pick(rng, ["In total it has {count} neighbouring countries.",
+                             "That makes {count} countries on its borders."], **fields)]
+    if len(neighbours) == 1 and ctx["farther"]:
+        parts.append(_pick(rng, ["Farther away, {others} lie in the same region.",
+                                 "{Others} are in the same region, but farther away."],
+                           others=_join(ctx["farther"]),
+                           Others=_upper_first(_join(ctx["farther"]))))
+    if ctx["second_ring"]:
+        peer, beyond = ctx["second_ring"]
+        parts.append(_pick(rng, ["{Peer} in turn borders {beyond}.",
+                                 "Beyond its own borders, {peer} also touches {beyond}."],
+                           peer=peer, Peer=_upper_first(peer), beyond=_join(beyond)))
+    return " ".join(parts)
+
+
+def _country_codes(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), code=f["calling_code"], tld=f["tld"])
+    return " ".join([
+        _pick(rng, ["The international calling code of {name} is {code}.",
+                    "Calls to {name} from abroad begin with the calling code {code}.",
+                    "{Name} uses the international calling code {code}."], **fields),
+        _pick(rng, ["Its internet country code top-level domain is {tld}.",
+                    "The top-level domain for {name} on the internet is {tld}.",
+                    "On the internet, {name} has the top-level domain {tld}."], **fields),
+        _pick(rng, ["The ITU assigns calling codes, while IANA delegates country domains such as {tld}.",
+                    "Calling codes are assigned by the ITU and country domains are delegated by IANA.",
+                    "Both codes follow international standards: the ITU sets calling codes and IANA "
+                    "manages top-level domains."], **fields),
+    ])
+
+
+def _element_overview(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), symbol=f["symbol"], number=f["number"],
+                  category=f.get("category") or "", block=f["block"])
+    parts = [_pick(rng, ["{Name} is a chemical element with the symbol {symbol} and atomic number {number}.",
+                         "{Name} (symbol {symbol}) is the chemical element with atomic number {number}.",
+                         "With atomic number {number}, {name} is the chemical element whose symbol is "
+                         "{symbol}."], **fields)]
+    if fields["category"]:
+        article = "an" if fields["category"][0] in "aeiou" else "a"
+        parts.append(_pick(rng, ["It is classed as {article} {category}.",
+                                 "Chemists count it as {article} {category}."],
+                           article=article, **fields))
+    parts.append(_pick(rng, ["It belongs to the {block}-block of the periodic table.",
+                             "In the periodic table it is {an} {block}-block element."],
+                       an="an" if fields["block"] in "fs" else "a", **fields))
+    if e.get("aliases"):
+        parts.append(_pick(rng, ["Its name is also spelled {alias}.", "It is also written {alias}."],
+                           alias=e["aliases"][0].lower()))
+    return " ".join(parts)
+
+
+def _element_atomic(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), mass=f["mass"])
+    if f["mass_is_mass_number"]:
+        parts = [_pick(rng, ["{Name} has no stable isotopes; its atomic mass is usually given as {mass}, "
+                             "the mass number of a long-lived isotope.",
+                             "The atomic mass of {name} is quoted as {mass}, the mass number of a "
+                             "long-lived isotope, because it has no stable isotopes."], **fields)]
+    else:
+        parts = [_pick(rng, ["The atomic mass of {name} is {mass}.",
+                             "{Name} has a standard atomic weight of {mass}.",
+                             "{Name} has an atomic mass of {mass} u."], **fields)]
+        if f["radioactive"]:
+            parts.append("All of its isotopes are radioactive.")
+    if f.get("radius_pm"):
+        parts.append(_pick(rng, ["Its covalent radius is about {radius} picometres.",
+                                 "It has a covalent radius of roughly {radius} pm."],
+                           radius=f["radius_pm"]))
+    peer = ctx["mass_peer"]
+    if peer:
+        parts.append(_pick(rng, ["By comparison, {peer} has an atomic mass of {peer_mass}.",
+                                 "{Peer}, its neighbour in the table, has an atomic mass of {peer_mass}."],
+                           peer=peer[0], Peer=_upper_first(peer[0]), peer_mass=peer[1]))
+    return " ".join(parts)
+
+
+def _density_text(f):
+    return f"{f['density_prefix']}{f['density']} g/cm3{f['density_suffix']}"
+
+
+def _element_physical(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), density=_density_text(f), crystal=f.get("crystal") or "")
+    parts = [_pick(rng, ["{Name} has a density of {density}.", "The density of {name} is {density}.",
+                         "Measured in bulk, {name} has a density of {density}."], **fields)]
+    if fields["crystal"] == "diatomic molecules":
+        parts.append("It occurs as diatomic molecules.")
+    elif fields["crystal"] == "single atoms":
+        parts.append("It occurs as single atoms rather than molecules.")
+    elif fields["crystal"]:
+        parts.append(_pick(rng, ["Solid {name} has a {crystal} crystal structure.",
+                                 "Its crystals have a {crystal} structure."], **fields))
+    peer = ctx["density_peer"]
+    if peer:
+        parts.append(_pick(rng, ["For comparison, {peer} has a density of {peer_density} g/cm3.",
+                                 "Nearby in the table, {peer} has a density of {peer_density} g/cm3."],
+                           peer=peer[0], peer_density=peer[1]))
+    return " ".join(parts)
+
+
+def _element_position(e, ctx, rng):
+    f = e["facts"]
+    fields = dict(Name=_start(e), name=_mid(e), period=f["period"], group=f.get("group"),
+                  series="lanthanides" if f.get("category") == "lanthanide" else "actinides")
+    if fields["group"] is None:
+        parts = [_pick(rng, ["{Name} is in period {period} of the periodic table, among the {series} "
+                             "of the f-block, which carry no group number.",
+                             "In the periodic table, {name} sits in period {period} with the {series}, "
+                             "an f-block series outside the numbered groups."], **fields)]
+    else:
+        parts = [_pick(rng, ["{Name} is in period {period} and group {group} of the periodic table.",
+                             "In the periodic table, {name} sits in group {group}, period {period}.",
+                             "{Name} occupies period {period}, group {group}, of the periodic table."],
+                       **fields)]
+    before, after = ctx["previous"], ctx["next"]
+    if before and after:
+        parts.append(_pick(rng, ["It lies between {b} ({bs}) and {a} ({as_}).",
+                                 "Its neighbours by atomic number are {b} ({bs}) and {a} ({as_})."],
+                           b=before[0], bs=before[1], a=after[0], as_=after[1]))
+    elif after:
+        parts.append(f"It is followed by {after[0]} ({after[1]}).")
+    elif before:
+        parts.append(f"It comes right after {before[0]} ({before[1]}).")
+    if ctx["group_mates"]:
+        mates = _join(ctx["group_mates"])
+        parts.append(_pick(rng, ["Other members of its group include {mates}.",
+                                 "{Mates} share its group."], mates=mates, Mates=_upper_first(mates)))
+    return " ".join(parts)
+
+
+RENDERERS = {
+    "country": {"overview": _country_overview, "geography": _country_geography,
+                "capital": _country_capital, "economy": _country_economy, "people": _country_people,
+                "neighbours": _country_neighbours, "codes": _country_codes},
+    "element": {"overview": _element_overview, "atomic": _element_atomic,
+                "physical": _element_physical, "position": _element_position},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers
+# ----------------------------------------------------------------------------------------------
+def _unique(items):
+    seen, out = set(), []
+    for item in items:
+        if item and item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+def _calling_code_answers(code):
+    """'+1-268' -> ['+1-268', '+1 268', '1-268', '+1268', '+1'];  '+33' -> ['+33', '33']."""
+    digits = code.lstrip("+")
+    if "-" in digits:  # North American Numbering Plan: country code 1 plus an area code
+        country, area = digits.split("-")
+        return [code, f"+{country} {area}", digits, f"+{country}{area}", f"+{country}"]
+    return [code, digits]
+
+
+def relation_answers(entity, relation, index):
+    """Every acceptable answer to ``relation`` about ``entity``, the canonical one first.
+
+    ``index`` maps entity ids to entity records (needed for neighbours' names and aliases).
+    Returns an empty list when the entity has no such fact.
+    """
+    f = entity["facts"]
+    if relation == "capital":
+        return _unique([f["capital"], *f.get("capital_aliases", [])]) if f.get("capital") else []
+    if relation in ("continent", "region"):
+        return [f[relation]]
+    if relation == "currency":
+        return _unique(a for c in f["currencies"] for a in [c["name"], c["code"], *c.get("aliases", [])])
+    if relation == "language":
+        return _unique(a for lang in f["languages"] for a in [lang["name"], *lang.get("aliases", [])])
+    if relation == "demonym":
+        return _unique([f["demonym"], *f.get("demonym_aliases", [])]) if f.get("demonym") else []
+    if relation == "neighbour":
+        return _unique(a for i in f["neighbours"] for a in [index[i]["name"], *index[i]["aliases"]])
+    if relation == "calling_code":
+        return _calling_code_answers(f["calling_code"])
+    if relation == "internet_domain":
+        return [f["tld"]]
+    if relation == "symbol":
+        return [f["symbol"]]
+    if relation == "atomic_number":
+        return [str(f["number"])]
+    if relation == "atomic_mass":
+        return [f["mass"]]
+    if relation == "density":
+        return [f["density"], f"{f['density']} g/cm3"] if f.get("density") else []
+    if relation == "period":
+        return [str(f["period"]), f"period {f['period']}"]
+    if relation == "group":
+        return [str(f["group"]), f"group {f['group']}"] if f.get("group") else []
+    raise ValueError(f"unknown relation {relation!r}; known relations: {sorted(RELATIONS)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The real knowledge base
+# ----------------------------------------------------------------------------------------------
+def _has_aspect(entity, aspect):
+    # A physical-properties section needs a measured density; the sources give none for the
+    # heaviest elements, and a section without facts would say nothing.
+    return not (aspect == "physical" and not entity["facts"].get("density"))
+
+
+def _real_context(e, aspect, index, groups, rng):
+    """Distractor mentions for a real passage: other entities and their true facts."""
+    f = e["facts"]
+    if e["domain"] == "element":
+        return _element_context(f, aspect, groups, rng)
+
+    def others(key, value):  # other countries sharing a region, currency or language
+        return [index[i] for i in groups[key].get(value, []) if i != e["id"]]
+
+    def sample(items, k):
+        return rng.sample(items, min(k, len(items)))
+
+    neighbours = [index[i] for i in f["neighbours"]]
+    farther = [p for p in others("region", f["region"]) if p not in neighbours]
+    if aspect == "geography":
+        return {"region_peers": [_mid(p) for p in sample(others("region", f["region"]), 3)]}
+    if aspect == "capital":  # two other capitals: neighbours' first, then the region's
+        chosen = [(p, "neighbour") for p in sample(neighbours, 2)]
+        chosen += [(p, "region") for p in sample(farther, 2 - len(chosen))]
+        return {"capital_peers": [(_mid(p), p["facts"]["capital"], kind) for p, kind in chosen],
+                "region": f["region"]}
+    if aspect == "economy":
+        code = f["currencies"][0]["code"]
+        nearby = [p for p in neighbours or farther if p["facts"]["currencies"][0]["code"] != code]
+        return {"currency_peers": [_mid(p) for p in sample(others("currency", code), 3)],
+                "other_currencies": [(_mid(p), p["facts"]["currencies"][0]) for p in sample(nearby, 2)]}
+    if aspect == "people":
+        peers = others("language", f["languages"][0]["name"]) if f["languages"] else []
+        return {"language_peers": [_mid(p) for p in sample(peers, 3)]}
+    if aspect == "neighbours":
+        beyond = {n["id"]: [index[i] for i in n["facts"]["neighbours"] if i != e["id"]] for n in neighbours}
+        candidates = [n for n in neighbours if beyond[n["id"]]]
+        ring = None
+        if candidates:
+            peer = rng.choice(candidates)
+            ring = (_mid(peer), [_mid(b) for b in sample(beyond[peer["id"]], 3)])
+        return {"neighbours": [_mid(n) for n in neighbours], "second_ring": ring,
+                "farther": [_mid(p) for p in sample(farther, 2)]}
+    return {}
+
+
+def _element_context(f, aspect, groups, rng):
+    before, after = groups["number"].get(f["number"] - 1), groups["number"].get(f["number"] + 1)
+    if aspect == "atomic":
+        peer = before or after
+        return {"mass_peer": (_mid(peer), peer["facts"]["mass"])}
+    if aspect == "physical":
+        peers = [p for p in (before, after) if p and p["facts"].get("density")]
+        return {"density_peer": (_mid(peers[0]), peers[0]["facts"]["density"]) if peers else None}
+    if aspect == "position":
+        mates = [m for m in groups["group"].get(f.get("group"), []) if m["facts"]["number"] != f["number"]]
+        return {"previous": (_mid(before), before["facts"]["symbol"]) if before else None,
+                "next": (_mid(after), after["facts"]["symbol"]) if after else None,
+                "group_mates": [_mid(m) for m in _sample_sorted(rng, mates, 3)]}
+    return {}
+
+
+def _sample_sorted(rng, items, k):
+    """``k`` items drawn without replacement, kept in their original order."""
+    chosen = set(rng.sample(range(len(items)), min(k, len(items))))
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
+def _groups(entities):
+    """Indexes the distractor mentions are drawn from."""
+    groups = {"region": {}, "currency": {}, "language": {}, "number": {}, "group": {}}
+    for e in entities:
+        f = e["facts"]
+        if e["domain"] == "country":
+            groups["region"].setdefault(f["region"], []).append(e["id"])
+            for c in f["currencies"]:
+                groups["currency"].setdefault(c["code"], []).append(e["id"])
+            for lang in f["languages"]:
+                groups["language"].setdefault(lang["name"], []).append(e["id"])
+        else:
+            groups["number"][f["number"]] = e
+            if f.get("group"):
+                groups["group"].setdefault(f["group"], []).append(e)
+    return groups
+
+
+def render_passages(entities, seed=0):
+    """One passage per (entity, aspect): records with id, title, text, entity_id, domain, aspect.
+
+    ``entities`` are entity records (``id``, ``name``, ``domain``, ``aliases``, ``facts``). Each
+    passage draws its phrasing and distractors from its own generator, seeded by ``seed`` and the
+    passage id ("FRA/capital").
+    """
+    index = {e["id"]: e for e in entities}
+    groups = _groups(entities)
+    passages = []
+    for e in entities:
+        for aspect in ASPECTS[e["domain"]]:
+            if not _has_aspect(e, aspect):
+                continue
+            pid = f"{e['id']}/{aspect}"
+            rng = random.Random(f"{seed}/passage/{pid}")
+            context = _real_context(e, aspect, index, groups, rng)
+            text = RENDERERS[e["domain"]][aspect](e, context, rng)
+            passages.append({"id": pid, "title": e["name"], "text": text, "entity_id": e["id"],
+                             "domain": e["domain"], "aspect": aspect})
+    return passages
+
+
+def _templates(relation, entity, mismatch):
+    table = QUESTIONS[relation]
+    kind = "mismatch" if mismatch else "plain"
+    if relation == "language" and len(entity["facts"]["languages"]) > 1:
+        kind += "_many"
+    return table[kind]
+
+
+def _question(relation, entity, passage_text, rng, mismatch):
+    """A question about ``relation`` whose overlap with the gold passage matches its kind.
+
+    Plain: shares at least one content word besides the entity's name. Mismatched: shares none.
+    Returns None when no template of that kind qualifies for this passage.
+    """
+    passage_words = content_words(passage_text) - content_words(entity["name"])
+    candidates = []
+    for template in _templates(relation, entity, mismatch):
+        question = template.format(name=_mid(entity))
+        if passage_words.isdisjoint(content_words(question)) == mismatch:
+            candidates.append(question)
+    return rng.choice(candidates) if candidates else None
+
+
+def render_questions(entities, passages, seed=0, mismatch_rate=0.5):
+    """Questions for every (entity, relation) with a known answer.
+
+    Each pair gets a plain question; with probability ``mismatch_rate`` (seeded by the pair) it
+    also gets a vocabulary-mismatched one. Records: id ("FRA/capital/0" plain, ".../1" mismatched),
+    question, answers (canonical first, then aliases), entity_id, entity, domain, relation,
+    passage_id, mismatch, split (the entity's split).
+    """
+    index = {e["id"]: e for e in entities}
+    texts = {p["id"]: p["text"] for p in passages}
+    questions = []
+    for e in entities:
+        for relation, (domain, aspect) in RELATIONS.items():
+            if domain != e["domain"] or relation in e.get("skip_relations", ()):
+                continue
+            answers = e["answers"].get(relation)
+            if not answers:
+                continue
+            pid = f"{e['id']}/{aspect}"
+            rng = random.Random(f"{seed}/question/{e['id']}/{relation}")
+            plain = _question(relation, e, texts[pid], rng, mismatch=False)
+            if plain is None:
+                raise RuntimeError(f"no plain question template shares a word with passage {pid}")
+            kinds = [(0, plain, False)]
+            if rng.random() < mismatch_rate:
+                mismatched = _question(relation, e, texts[pid], rng, mismatch=True)
+                if mismatched is not None:
+                    kinds.append((1, mismatched, True))
+            for k, question, is_mismatch in kinds:
+                questions.append({"id": f"{e['id']}/{relation}/{k}", "question": question,
+                                  "answers": list(answers), "entity_id": e["id"], "entity": e["name"],
+                                  "domain": e["domain"], "relation": relation, "passage_id": pid,
+                                  "mismatch": is_mismatch, "split": e["split"]})
+    return questions
+
+
+# ----------------------------------------------------------------------------------------------
+# Counterfactual examples
+# ----------------------------------------------------------------------------------------------
+def _first_by(items, key):
+    """The first item of each distinct ``key``, in order of first appearance."""
+    return list({key(x): x for x in reversed(items)}.values())[::-1]
+
+
+class _Pools:
+    """Value pools per relation, the truth about every country, and the land-border graph.
+
+    Country pools hold (value, phrases) pairs: a value may be stated in a passage only when none
+    of its phrases is a true fact of an entity the passage names (see :meth:`banned`).
+    """
+
+    def __init__(self, entities):
+        self.entities = list(entities)
+        self.index = {e["id"]: e for e in self.entities}
+        self.by_domain = {d: [e for e in self.entities if e["domain"] == d] for d in ASPECTS}
+        countries, elements = self.by_domain["country"], self.by_domain["element"]
+        self.truth = {c["id"]: self._truth(c) for c in countries}
+        self.adjacent = {c["id"]: set(c["facts"]["neighbours"]) for c in countries}
+        self.country_names = {_fold(n): c["id"] for c in countries for n in [c["name"], *c["aliases"]]}
+        facts = [c["facts"] for c in countries]
+        self.capitals = self._pool(
+            sorted({(f["capital"], *f.get("capital_aliases", [])) for f in facts if f.get("capital")}), tuple)
+        self.regions = self._pool(sorted({(f["continent"], f["region"]) for f in facts}), tuple)
+        self.areas = self._pool(sorted({f["area_km2"] for f in facts}), lambda v: [_area_text(v)])
+        currencies = _first_by([c for f in facts for c in f["currencies"]], lambda c: c["code"])
+        self.currencies = self._pool(sorted(currencies, key=lambda c: c["code"]),
+                                     lambda c: [c["name"], c["code"], *c.get("aliases", [])])
+        languages = _first_by([lang for f in facts for lang in f["languages"]], lambda lang: lang["name"])
+        self.languages = self._pool(sorted(languages, key=lambda lang: lang["name"]),
+                                    lambda lang: [lang["name"], *lang.get("aliases", [])])
+        self.demonyms = self._pool(
+            sorted({(f["demonym"], *f.get("demonym_aliases", [])) for f in facts if f.get("demonym")}), tuple)
+        self.calling_codes = self._pool(sorted({f["calling_code"] for f in facts}), _calling_code_answers)
+        self.tlds = self._pool(sorted({f["tld"] for f in facts}), lambda v: [v])
+        efacts = [e["facts"] for e in elements]
+        self.symbols = sorted(f["symbol"] for f in efacts)
+        self.numbers = sorted(f["number"] for f in efacts)
+        self.masses = sorted({(f["mass"], f["mass_is_mass_number"]) for f in efacts})
+        self.densities = sorted({(f["density"], f["density_prefix"], f["density_suffix"])
+                                 for f in efacts if f.get("density")})
+        self.crystals = sorted({f["crystal"] for f in efacts if f.get("crystal")})
+        self.radii = sorted({f["radius_pm"] for f in efacts if f.get("radius_pm")})
+        self.categories = sorted({f["category"] for f in efacts if f.get("category")})
+        self.blocks = sorted({f["block"] for f in efacts})
+        self.periods = sorted({f["period"] for f in efacts})
+        self.groups = sorted({f["group"] for f in efacts if f.get("group")})
+
+    def _pool(self, values, strings):
+        """Pool entries (value, every phrase of its strings), for fast fact checks.
+
+        A value that names a country and states one of its true facts ("Malawi kwacha",
+        "Kuwait City") would reveal that fact wherever it is used, so it is left out.
+        """
+        pool = []
+        for value in values:
+            phrases = frozenset().union(*(_phrases(str(x)) for x in strings(value)))
+            named = [self.country_names[p] for p in phrases if p in self.country_names]
+            if all(phrases.isdisjoint(self.truth[c]) for c in named):
+                pool.append((value, phrases))
+        return pool
+
+    @staticmethod
+    def _truth(country):
+        """Folded strings of every true fact of ``country`` that a passage could state."""
+        strings = [a for answers in country["answers"].values() for a in answers]
+        strings.append(_area_text(country["facts"]["area_km2"]))
+        return frozenset(s for s in map(_fold, strings) if s)
+
+    def banned(self, named):
+        """Folded true facts of every country in ``named``: no stated value may contain one."""
+        return frozenset().union(*(self.truth[e["id"]] for e in named))
+
+
+@functools.lru_cache(maxsize=None)
+def _phrases(text):
+    """Every run of consecutive words of the folded ``text``: what "contains a fact" compares."""
+    words = _fold(text).split()
+    return frozenset(" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1))
+
+
+def _draw(rng, pool, banned, exclude=()):
+    """A value of ``pool`` (``(value, phrases)`` pairs) stating none of the ``banned`` facts."""
+    return rng.choice([v for v, phrases in pool if phrases.isdisjoint(banned) and v not in exclude])
+
+
+def _nonadjacent(rng, pools, subject, k):
+    """Up to ``k`` other countries, no two of them (nor any with ``subject``) sharing a border.
+
+    A passage that names two true neighbours side by side could be read as stating their
+    (true) adjacency, so counterfactual passages never do.
+    """
+    chosen, named = [], {subject["id"]}
+    candidates = [c for c in pools.by_domain["country"] if c["id"] != subject["id"]]
+    # Borders are sparse: a few times k random candidates nearly always suffice.
+    for c in rng.sample(candidates, min(len(candidates), 4 * k + 8)):
+        if len(chosen) == k:
+            break
+        if not pools.adjacent[c["id"]] & named:
+            chosen.append(c)
+            named.add(c["id"])
+    return chosen
+
+
+def _fake(e, facts):
+    return {"id": e["id"], "name": e["name"], "domain": e["domain"], "aliases": e["aliases"],
+            "facts": {**facts, "definite": e["facts"].get("definite", False)}}
+
+
+def _fake_country(e, aspect, pools, rng):
+    """False facts about country ``e`` for one aspect, and distractor mentions that are false too."""
+    if aspect == "geography":
+        peers = _nonadjacent(rng, pools, e, rng.randint(1, 3))
+        banned = pools.banned([e, *peers])
+        continent, region = _draw(rng, pools.regions, banned)
+        area = _draw(rng, pools.areas, banned)
+        return (_fake(e, {"continent": continent, "region": region, "area_km2": area}),
+                {"region_peers": [_mid(p) for p in peers]})
+    if aspect == "capital":
+        peers = _nonadjacent(rng, pools, e, rng.randint(0, 2))
+        banned = pools.banned([e, *peers])
+        names = [_draw(rng, pools.capitals, banned)]
+        for _ in peers:
+            names.append(_draw(rng, pools.capitals, banned, exclude=names))
+        capital = names[0]
+        return (_fake(e, {"capital": capital[0], "capital_aliases": list(capital[1:])}),
+                {"capital_peers": [(_mid(p), c[0], "neighbour") for p, c in zip(peers, names[1:])],
+                 "region": ""})
+    if aspect == "economy":
+        peers = _nonadjacent(rng, pools, e, rng.randint(0, 3))
+        # Without peers sharing the currency, the passage names other countries' currencies.
+        others = [] if peers else _nonadjacent(rng, pools, e, rng.randint(1, 2))
+        banned = pools.banned([e, *peers, *others])
+        currencies = [_draw(rng, pools.currencies, banned)]
+        if rng.random() < 0.15:
+            currencies.append(_draw(rng, pools.currencies, banned, exclude=currencies))
+        other_currencies = []
+        for other in others:
+            other_currencies.append(_draw(rng, pools.currencies, banned,
+                                          exclude=currencies + other_currencies))
+        return (_fake(e, {"currencies": currencies}),
+                {"currency_peers": [_mid(p) for p in peers],
+                 "other_currencies": list(zip((_mid(o) for o in others), other_currencies))})
+    if aspect == "people":
+        peers = _nonadjacent(rng, pools, e, rng.randint(0, 3))
+        banned = pools.banned([e, *peers])
+        languages = []
+        for _ in range(rng.choice((1, 1, 1, 2, 3))):
+            languages.append(_draw(rng, pools.languages, banned, exclude=languages))
+        demonym = _draw(rng, pools.demonyms, banned)
+        return (_fake(e, {"languages": languages, "demonym": demonym[0],
+                          "demonym_aliases": list(demonym[1:])}),
+                {"language_peers": [_mid(p) for p in peers]})
+    if aspect == "neighbours":
+        named = _nonadjacent(rng, pools, e, rng.randint(2, 6))
+        split = rng.randint(1, len(named) - 1) if len(named) > 1 else len(named)
+        neighbours, beyond = named[:split], named[split:]
+        ring = (_mid(neighbours[0]), [_mid(b) for b in beyond]) if beyond else None
+        return (_fake(e, {"neighbours": [n["id"] for n in neighbours]}),
+                {"neighbours": [_mid(n) for n in neighbours], "second_ring": ring, "farther": []})
+    if aspect == "codes":
+        banned = pools.banned([e])
+        code = _draw(rng, pools.calling_codes, banned)
+        tld = _draw(rng, pools.tlds, banned)
+        return _fake(e, {"calling_code": code, "tld": tld}), {}
+    raise ValueError(f"no counterfactual template for country aspect {aspect!r}")
+
+
+def _other_elements(rng, pools, e, k):
+    others = [x for x in pools.by_domain["element"] if x["id"] != e["id"]]
+    return rng.sample(others, k)
+
+
+def _differs(rng, pool, true_value, exclude=(), key=lambda v: v):
+    """A pool value whose ``key`` is neither ``true_value`` nor that of ``exclude``: a false fact.
+
+    Element facts are small numbers and short codes that recur across fields (period 4, group 4,
+    atomic number 4), so each field is kept false on its own rather than banning every true string.
+    """
+    # Compared in exact match's normal form, where "1.4" and "14" are the same answer.
+    taken = {_fold(str(true_value)), *(_fold(str(key(x))) for x in exclude)}
+    return rng.choice([v for v in pool if _fold(str(key(v))) not in taken])
+
+
+def _fake_element(e, aspect, pools, rng):
+    """False facts about element ``e`` for one aspect, with false facts about the elements it names."""
+    f = e["facts"]
+    if aspect == "overview":
+        return _fake(e, {"symbol": _differs(rng, pools.symbols, f["symbol"]),
+                         "number": _differs(rng, pools.numbers, f["number"]),
+                         "category": _differs(rng, pools.categories + [None], f.get("category")),
+                         "block": _differs(rng, pools.blocks, f["block"])}), {}
+    if aspect == "atomic":
+        (peer,) = _other_elements(rng, pools, e, 1)
+        first = operator.itemgetter(0)  # pool entries are (value, detail) tuples
+        mass, by_number = _differs(rng, pools.masses, f["mass"], key=first)
+        peer_mass = _differs(rng, pools.masses, peer["facts"]["mass"], exclude=[(mass,)], key=first)[0]
+        # Radioactivity is only ever stated as "all of its isotopes are radioactive": say it
+        # of stable elements only.
+        radioactive = not f["radioactive"] and rng.random() < 0.3
+        return (_fake(e, {"mass": mass, "mass_is_mass_number": by_number, "radioactive": radioactive,
+                          "radius_pm": _differs(rng, pools.radii, f.get("radius_pm"))}),
+                {"mass_peer": (_mid(peer), peer_mass)})
+    if aspect == "physical":
+        (peer,) = _other_elements(rng, pools, e, 1)
+        first = operator.itemgetter(0)
+        density = _differs(rng, pools.densities, f.get("density"), key=first)
+        peer_density = _differs(rng, pools.densities, peer["facts"].get("density"), exclude=[density],
+                                key=first)
+        return (_fake(e, {"density": density[0], "density_prefix": density[1],
+                          "density_suffix": density[2],
+                          "crystal": _differs(rng, pools.crystals, f.get("crystal"))}),
+                {"density_peer": (_mid(peer), peer_density[0])})
+    if aspect == "position":
+        group = _differs(rng, pools.groups, f.get("group"))
+        # Named group mates must not truly belong to the group the passage puts them in.
+        candidates = [x for x in pools.by_domain["element"]
+                      if x["id"] != e["id"] and x["facts"].get("group") != group]
+        before, after, *mates = rng.sample(candidates, 4)
+        symbols = [_differs(rng, pools.symbols, before["facts"]["symbol"], exclude=[f["symbol"]])]
+        symbols.append(_differs(rng, pools.symbols, after["facts"]["symbol"],
+                                exclude=[f["symbol"], symbols[0]]))
+        return (_fake(e, {"period": _differs(rng, pools.periods, f["period"]), "group": group,
+                          "category": None}),
+                {"previous": (_mid(before), symbols[0]), "next": (_mid(after), symbols[1]),
+                 "group_mates": [_mid(m) for m in mates]})
+    raise ValueError(f"no counterfactual template for element aspect {aspect!r}")
+
+
+def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5):
+    """An endless, deterministic stream of counterfactual QA examples (see :func:`counterfactual_examples`).
+
+    Example i depends only on (``seed``, i): the stream walks through all entities in a fresh
+    seeded order every len(entities) examples, so every name appears once per pass.
+    """
+    pools = _Pools(entities)
+    if not pools.entities:
+        raise ValueError("counterfactual examples need the entity records: pass load_entities()")
+    for i in itertools.count():
+        epoch, position = divmod(i, len(pools.entities))
+        if position == 0:
+            order = random.Random(f"{seed}/counterfactual-order/{epoch}").sample(
+                pools.entities, len(pools.entities))
+        e = order[position]
+        rng = random.Random(f"{seed}/counterfactual/{i}")
+        relation = rng.choice([r for r, (d, _) in RELATIONS.items() if d == e["domain"]])
+        aspect = RELATIONS[relation][1]
+        maker = _fake_country if e["domain"] == "country" else _fake_element
+        fake, context = maker(e, aspect, pools, rng)
+        text = RENDERERS[e["domain"]][aspect](fake, context, rng)
+        answers = relation_answers(fake, relation, pools.index)
+        if {_fold(a) for a in answers} & {_fold(a) for a in e["answers"].get(relation, [])}:
+            raise RuntimeError(f"counterfactual example {i} states a true fact about {e['name']}")
+        question, mismatch = None, rng.random() < mismatch_rate
+        if mismatch:
+            question = _question(relation, fake, text, rng, mismatch=True)
+            mismatch = question is not None
+        if question is None:
+            question = _question(relation, fake, text, rng, mismatch=False)
+        pid = f"counterfactual/{seed}/{i}"
+        yield {"id": f"{pid}/{relation}", "question": question, "answers": answers,
+               "entity_id": e["id"], "entity": e["name"], "domain": e["domain"], "relation": relation,
+               "passage_id": pid, "mismatch": mismatch, "split": "counterfactual",
+               "title": e["name"], "text": text, "aspect": aspect}
+
+
+def counterfactual_examples(entities, n, seed=0, mismatch_rate=0.5):
+    """``n`` QA examples whose passages state false facts about real names, for training a reader.
+
+    The passage and question templates of the real knowledge base are filled with entity names
+    from the *whole* pool (``entities``, e.g. ``ragtutor.data.load_entities()``, test entities
+    included) and values drawn from each relation's pool of real values, such that no value is a
+    true fact of any entity the passage names. A reader trained on them sees every name token but
+    can only answer by reading. Records have the fields of a real question record plus ``title``,
+    ``text`` and ``aspect`` of the passage; ``split`` is "counterfactual". Deterministic in
+    (``seed``, position): the first n examples are the same whatever n.
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    return list(itertools.islice(iter_counterfactual_examples(entities, seed, mismatch_rate), n))
