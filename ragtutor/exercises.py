@@ -344,7 +344,8 @@ def ch01_precision_at_k(precision_at_k):
     for (ranking, relevant, k), expected in cases:
         got = precision_at_k(list(ranking), set(relevant), k)
         recall = len(set(ranking[:k]) & relevant) / len(relevant)
-        if isinstance(got, numbers.Real) and np.isclose(got, recall) and not np.isclose(got, expected):
+        if (isinstance(got, numbers.Real) and np.isclose(got, recall)
+                and not np.isclose(got, expected)):
             raise ExerciseFailed(f"precision_at_k({ranking}, {relevant}, {k}) is wrong",
                                  expected=expected, got=got,
                                  hint="that is recall@k: precision@k divides by k, not by the "
@@ -370,7 +371,8 @@ def _ndcg(ranking, grades, k, gain=lambda g: g, ideal_from_ranking=False, normal
 def ch01_ndcg_at_k(ndcg_at_k):
     """Exercise 1.3: nDCG@k with graded relevance and the linear gain."""
     cases = [(["a", "b", "c"], {"a": 1}, 3), (["b", "a", "c"], {"a": 1}, 3),
-             (["c", "b", "a"], {"a": 3, "b": 1}, 2), (["a", "b", "c", "d"], {"d": 2, "b": 1, "c": 0}, 4),
+             (["c", "b", "a"], {"a": 3, "b": 1}, 2),
+             (["a", "b", "c", "d"], {"d": 2, "b": 1, "c": 0}, 4),
              (["x", "y", "z"], {"a": 2, "y": 1}, 3), (["x", "y"], {"a": 2, "b": 2}, 2)]
     slips = [({"normalise": False}, "that is DCG@k; nDCG@k divides it by IDCG@k, the DCG@k of "
                                     "the ideal ranking."),
