@@ -1,7 +1,9 @@
 """ragtutor — the helper package of the course on Retrieval-Augmented Generation.
 
 Each module holds one idea that a chapter builds in plain code first and later chapters reuse:
-``text`` and ``metrics`` (every chapter), ``data`` (the knowledge base), ``exercises`` (self-checks).
+``text`` and ``metrics`` (every chapter), ``data`` and ``kb`` (the knowledge base), ``sparse``
+(chapter 01), ``generation`` (chapter 03), ``exercises`` (self-checks), ``testing`` and ``netguard``
+(the offline test harness).
 """
 from ragtutor.utils import check_environment, set_seed
 
