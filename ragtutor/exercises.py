@@ -471,3 +471,446 @@ def ch01_expand_query(expand_query, min_recall_at_1=0.5, max_plain_drop=0.02):
                "share pulls the wrong ones up.")
     return (f"Recall@1 on the vocabulary-mismatch questions {before:.3f} -> {after:.3f}; on the "
             f"others {plain_before:.3f} -> {plain_after:.3f}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 02 — dense retrieval
+# ---------------------------------------------------------------------------------------------
+
+def _in_batch_loss(q, p):
+    """DPR's in-batch-negatives loss written out one question at a time, for the check."""
+    losses = []
+    for i in range(len(q)):
+        scores = p @ q[i]
+        losses.append(np.logaddexp.reduce(scores) - scores[i])
+    return float(np.mean(losses))
+
+
+@exercise("2.1")
+def ch02_symmetric_loss(symmetric_loss):
+    """Exercise 2.1: the in-batch loss in both directions, questions -> passages and back."""
+    import torch
+
+    rng = np.random.default_rng(21)
+    cases = []
+    for b, h in [(4, 3), (6, 5), (2, 2), (5, 4)]:
+        q, p = rng.normal(size=(b, h)), 2 * rng.normal(size=(b, h))
+        cases.append(((torch.tensor(q), torch.tensor(p)), (_in_batch_loss(q, p) + _in_batch_loss(p, q)) / 2))
+    for (q, p), expected in cases:
+        try:
+            got = float(symmetric_loss(q.clone(), p.clone()))
+        except Exception:
+            break  # check_function reports the exception, or the answer that is not a number
+        if np.isclose(got, expected):
+            continue
+        forward, backward = _in_batch_loss(q.numpy(), p.numpy()), _in_batch_loss(p.numpy(), q.numpy())
+        for slip, hint in ((forward, "that is only the question -> passage direction (the rows "
+                                     "of S); add the passage -> question one (the columns)."),
+                           (backward, "that is only the passage -> question direction; add the "
+                                      "question -> passage one."),
+                           (forward + backward, "average the two directions: divide their sum by 2."),
+                           (len(q) * (forward + backward) / 2,
+                            "average the per-example losses over the batch; do not sum them.")):
+            if np.isclose(got, slip):
+                raise ExerciseFailed(f"symmetric_loss(q, p of shape {list(q.shape)}) is wrong",
+                                     expected=expected, got=got, hint=hint)
+        break
+    check_function(symmetric_loss, cases, compare=check_close,
+                   hint="with S = q @ p.T, average cross_entropy(S, targets) and "
+                        "cross_entropy(S.T, targets), targets = 0..B-1.")
+    return f"symmetric_loss is right on {len(cases)} batches."
+
+
+def _rrf(rankings, n_docs, k):
+    fused = np.zeros(n_docs)
+    for ranking in rankings:
+        for rank, doc in enumerate(ranking, start=1):
+            fused[doc] += 1 / (k + rank)
+    return fused
+
+
+@exercise("2.2")
+def ch02_rrf_scores(rrf_scores):
+    """Exercise 2.2: reciprocal rank fusion of several rankings of one query."""
+    cases = [([[2, 0, 1], [0, 3]], 5, 60), ([[1, 0]], 2, 60), ([[0, 1, 2], [2, 1, 0], [1]], 4, 1),
+             ([[3], [3]], 4, 10)]
+    for rankings, n_docs, k in cases:
+        try:
+            got = rrf_scores([list(r) for r in rankings], n_docs, k)
+        except Exception:
+            break
+        expected = _rrf(rankings, n_docs, k)
+        if np.shape(got) != expected.shape or np.allclose(got, expected):
+            continue
+        zero_based = np.zeros(n_docs)
+        for ranking in rankings:
+            for rank, doc in enumerate(ranking):
+                zero_based[doc] += 1 / (k + rank)
+        if np.allclose(got, zero_based):
+            raise ExerciseFailed(f"rrf_scores({rankings}, {n_docs}, {k}) is wrong", expected=expected,
+                                 got=got, hint="ranks count from 1: the first document of a "
+                                               "ranking gets 1 / (k + 1), not 1 / k.")
+        break
+    check_function(rrf_scores, [((r, n, k), _rrf(r, n, k)) for r, n, k in cases],
+                   compare=check_close,
+                   hint="RRF(d) = sum over rankings of 1 / (k + rank of d), ranks counted from 1; "
+                        "a document absent from a ranking gets nothing from it, and one absent "
+                        "from all of them scores 0.")
+    return f"rrf_scores fuses {len(cases)} sets of rankings correctly."
+
+
+@exercise("2.3")
+def ch02_mean_pool(mean_pool):
+    """Exercise 2.3: mean pooling of token vectors that skips the padding."""
+    import torch
+
+    rng = np.random.default_rng(23)
+    cases = []
+    for lengths, width, h in [([3, 1], 4, 2), ([5, 5], 5, 3), ([2, 4, 1], 6, 4)]:
+        hidden = rng.normal(size=(len(lengths), width, h))
+        mask = np.array([[1] * n + [0] * (width - n) for n in lengths])
+        expected = np.stack([hidden[i, :n].mean(axis=0) for i, n in enumerate(lengths)])
+        cases.append(((torch.tensor(hidden), torch.tensor(mask)), expected))
+    (hidden, mask), expected = cases[0]
+    try:
+        got = mean_pool(hidden.clone(), mask.clone())
+    except Exception:
+        got = None  # check_function reports the exception with its input
+    if got is not None and hasattr(got, "shape") and tuple(got.shape) == expected.shape:
+        got = np.asarray(got.detach() if hasattr(got, "detach") else got, dtype=float)
+        everything = hidden.numpy().mean(axis=1)
+        masked_sum_over_width = (hidden.numpy() * mask.numpy()[..., None]).sum(1) / mask.shape[1]
+        for slip, hint in ((everything, "the padding positions are averaged in too: multiply by "
+                                        "the mask before summing."),
+                           (masked_sum_over_width, "divide by the number of real tokens "
+                                                   "(mask.sum(1)), not by the padded length.")):
+            if np.allclose(got, slip) and not np.allclose(got, expected):
+                raise ExerciseFailed("mean_pool(hidden of shape [2, 4, 2], mask) is wrong",
+                                     expected=expected, got=got, hint=hint)
+    check_function(mean_pool, cases, compare=check_close,
+                   hint="sum(hidden * mask[..., None], dim=1) / mask.sum(dim=1, keepdim=True): "
+                        "the mean of each row's real tokens, of shape [B, H].")
+    return f"mean_pool averages only the real tokens, on {len(cases)} padded batches."
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 03 — seq2seq generation
+# ---------------------------------------------------------------------------------------------
+
+def _ch03_labels():
+    """Label batches with -100 padding, as ragtutor.generation.encode_pairs makes them."""
+    import torch
+
+    return [torch.tensor([[17, 42, 2]]), torch.tensor([[5, 2, -100, -100], [7, 8, 9, 2]]),
+            torch.tensor([[2], [2]])]
+
+
+@exercise("3.1")
+def ch03_shift_right(shift_right):
+    """Exercise 3.1: teacher forcing's decoder input, the labels shifted one step to the right."""
+    import torch
+
+    def expected(labels, start_id, pad_id):  # written out here, independent of the chapter
+        shifted = torch.cat([torch.full_like(labels[:, :1], start_id), labels[:, :-1]], dim=1)
+        return shifted.masked_fill(shifted == -100, pad_id)
+
+    cases = [(labels, 1, 0) for labels in _ch03_labels()] + [(_ch03_labels()[1], 2, 9)]
+    for labels, start_id, pad_id in cases:
+        right = expected(labels, start_id, pad_id)
+        try:
+            got = shift_right(labels.clone(), start_id, pad_id)
+            values = _as_array(got)
+        except Exception:
+            break  # check_function reports it with its input
+        if values.shape != tuple(labels.shape) or np.array_equal(values, right.numpy()):
+            continue
+        if (values == -100).any():
+            raise ExerciseFailed("the decoder input still holds -100", expected=right, got=got,
+                                 hint="-100 only tells the loss to skip a position; it is not a "
+                                      "token id. Replace it by pad_id after shifting.")
+        if np.array_equal(values[:, -1], labels[:, -1].numpy()):
+            raise ExerciseFailed("the last label is still in the decoder input", expected=right,
+                                 got=got, hint="shift to the right: the decoder reads the start "
+                                               "token first and never reads the last label, which "
+                                               "it only predicts.")
+        break
+    check_function(shift_right, [((labels, start_id, pad_id), expected(labels, start_id, pad_id))
+                                 for labels, start_id, pad_id in cases],
+                   hint="put start_id in front, drop the last column, then replace -100 by pad_id.")
+    return ("shift_right builds the decoder input of teacher forcing, the same as Hugging Face's "
+            "shift_tokens_right.")
+
+
+@exercise("3.2")
+def ch03_beam_step(beam_step):
+    """Exercise 3.2: one step of beam search over n beams and a vocabulary of V tokens."""
+    import torch
+
+    generator = torch.Generator().manual_seed(3)
+    cases = []
+    for n, vocab, k in [(1, 6, 3), (3, 5, 3), (2, 7, 4)]:
+        scores = -torch.rand(n, generator=generator) * 3
+        log_probs = torch.log_softmax(torch.randn(n, vocab, generator=generator) * 2, dim=-1)
+        cases.append((scores, log_probs, k))
+
+    def expected(scores, log_probs, k):
+        totals = (scores[:, None] + log_probs).flatten()
+        best, index = totals.topk(k)
+        return [divmod(int(i), log_probs.shape[1]) + (float(s),) for s, i in zip(best, index)]
+
+    def as_triples(got):
+        return [(int(b), int(t), float(s)) for b, t, s in zip(*got)]
+
+    for scores, log_probs, k in cases:
+        try:
+            got = as_triples(beam_step(scores.clone(), log_probs.clone(), k))
+        except Exception:
+            break
+        right = expected(scores, log_probs, k)
+        if [g[:2] for g in got] == [r[:2] for r in right]:
+            continue
+        per_beam = [(b, t) for b in range(len(scores))
+                    for t in log_probs[b].topk(k).indices.tolist()]
+        unscored = expected(torch.zeros_like(scores), log_probs, k)
+        if [g[:2] for g in got] == [r[:2] for r in unscored]:
+            hint = ("a candidate's score is its beam's score plus the token's log-probability: "
+                    "add scores[:, None] before ranking.")
+        elif set(g[:2] for g in got) <= set(per_beam) and len(scores) > 1:
+            hint = ("rank all n * V candidates together (flatten them), not the top k of each beam "
+                    "separately.")
+        else:
+            hint = ("flatten the [n, V] totals, take topk(k), and recover beam = i // V and "
+                    "token = i % V.")
+        raise ExerciseFailed(f"beam_step picks the wrong candidates for {len(scores)} beams and "
+                             f"k={k}", expected=[r[:2] for r in right], got=[g[:2] for g in got],
+                             hint=hint)
+    for scores, log_probs, k in cases:
+        got = beam_step(scores.clone(), log_probs.clone(), k)
+        check(isinstance(got, tuple) and len(got) == 3,
+              "beam_step must return three things: (beam ids, token ids, scores)", got=got)
+        check_close([s for *_, s in as_triples(got)],
+                    [s for *_, s in expected(scores, log_probs, k)],
+                    what="the scores beam_step returns", rtol=1e-5,
+                    hint="return the summed scores of the chosen candidates, best first.")
+    return "beam_step ranks all n x V extensions by their summed log-probability."
+
+
+@exercise("3.3")
+def ch03_sequence_log_prob(sequence_log_prob):
+    """Exercise 3.3: log p(y | x) = sum_t log p(y_t | x, y_<t) from logits [B, T, V] and labels."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    cases = []
+    for labels in _ch03_labels():
+        logits = torch.randn(*labels.shape, 50, generator=generator) * 3
+        log_probs = torch.log_softmax(logits, dim=-1)
+        mask = labels != -100
+        picked = log_probs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        cases.append((logits, labels, (picked * mask).sum(1), (picked * mask).sum(1) / mask.sum(1),
+                      (logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * mask).sum(1),
+                      picked.sum(1)))
+    for logits, labels, right, mean, raw, unmasked in cases:
+        try:
+            got = _as_array(sequence_log_prob(logits.clone(), labels.clone())).astype(float)
+        except Exception:
+            break
+        if got.shape != tuple(right.shape) or np.allclose(got, right.numpy(), rtol=1e-4):
+            continue
+        for slip, hint in [(mean, "sum over the answer's tokens; the model's loss takes the mean, "
+                                  "but log p(y | x) is a sum."),
+                           (raw, "turn the logits into log-probabilities first: "
+                                 "torch.log_softmax(logits, dim=-1)."),
+                           (unmasked, "the positions where labels == -100 are padding, not part "
+                                      "of the answer: leave them out of the sum.")]:
+            if np.allclose(got, slip.numpy(), rtol=1e-4):
+                raise ExerciseFailed("sequence_log_prob is wrong", expected=right, got=got,
+                                     hint=hint)
+        break
+    check_function(sequence_log_prob,
+                   [((logits, labels), right) for logits, labels, right, *_ in cases],
+                   compare=functools.partial(check_close, rtol=1e-4, atol=1e-5),
+                   hint="log_softmax over V, gather each label's log-probability, zero the "
+                        "positions where labels == -100, and sum over T.")
+    return ("sequence_log_prob gives log p(y | x), the quantity chapter 04 sums over retrieved "
+            "documents.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 04 — the RAG likelihood
+# ---------------------------------------------------------------------------------------------
+
+def _log_prior(scores):
+    """log p(d_k|x) = s_k - log Σ_j exp(s_j), written out for the checks (NumPy, float64)."""
+    scores = np.asarray(scores, dtype=float)
+    return scores - np.logaddexp.reduce(scores)
+
+
+def _rag_sequence_ll(token_logprobs, scores):
+    """log Σ_k p(d_k|x) Π_t p(y_t|x,d_k,y_<t) from per-token log-probs ``[K, T]``."""
+    return float(np.logaddexp.reduce(_log_prior(scores) + np.asarray(token_logprobs).sum(1)))
+
+
+def _ch04_problems(seed):
+    """Per-token log-probs ``[K, T]`` and scores ``[K]`` as float64 tensors: an ordinary problem, a
+    long answer whose probability underflows, scores of ±1e4, and a single document."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+
+    def log_softmax_rows(k, t):
+        logits = 2 * rng.normal(size=(k, t, 6))
+        return (logits - np.logaddexp.reduce(logits, axis=2, keepdims=True))[:, :, 0]
+
+    problems = [(log_softmax_rows(3, 4), rng.normal(size=3)),
+                (np.full((2, 400), np.log(0.05)) + 0.01 * rng.normal(size=(2, 400)),
+                 np.array([0.5, -0.2])),
+                (log_softmax_rows(3, 5), np.array([1e4, -1e4, 1e4 - 1.0])),
+                (log_softmax_rows(1, 3), np.array([2.0]))]
+    return [(torch.tensor(lp), torch.tensor(s)) for lp, s in problems]
+
+
+@exercise("4.1")
+def ch04_rag_sequence_log_likelihood(rag_sequence_log_likelihood):
+    """Exercise 4.1: RAG-Sequence log p(y|x) from per-token log-probs, in log space."""
+    problems = _ch04_problems(41)
+    cases = [((lp, s), _rag_sequence_ll(lp.numpy(), s.numpy())) for lp, s in problems]
+    for (lp, s), expected in cases:
+        try:
+            got = float(rag_sequence_log_likelihood(lp.clone(), s.clone()))
+        except Exception:
+            break  # check_function reports the exception, or an answer that is not a number
+        if np.isclose(got, expected):
+            continue
+        lp_np, s_np = lp.numpy(), s.numpy()
+        shape = f"token_logprobs of shape {list(lp.shape)}, doc_scores {s_np.round(2).tolist()}"
+        check(np.isfinite(got), f"rag_sequence_log_likelihood({shape}) is not finite",
+              expected=expected, got=got,
+              hint="exp() of a sum of 400 log-probabilities underflows to 0, and exp(1e4) "
+                   "overflows: stay in log space, log p(y|x) = logsumexp_k(log p(d_k|x) + "
+                   "Σ_t log p(y_t|...)), with torch.logsumexp and torch.log_softmax.")
+        slips = [
+            (float(np.logaddexp.reduce(s_np + lp_np.sum(1))),
+             "the scores are not log-probabilities: the prior is log p(d_k|x) = log_softmax(s)_k."),
+            (float(np.sum(np.logaddexp.reduce(_log_prior(s_np)[:, None] + lp_np, axis=0))),
+             "that is RAG-Token (a mixture for every token); RAG-Sequence mixes whole answers: "
+             "sum over t inside, logsumexp over k outside."),
+            (float(np.max(_log_prior(s_np) + lp_np.sum(1))),
+             "the marginal sums over documents (logsumexp), it does not take the best one (max)."),
+        ]
+        for slip, hint in slips:
+            if np.isclose(got, slip):
+                raise ExerciseFailed(f"rag_sequence_log_likelihood({shape}) is wrong",
+                                     expected=expected, got=got, hint=hint)
+        break
+    check_function(rag_sequence_log_likelihood, cases, compare=check_close,
+                   hint="log p(y|x) = logsumexp_k( log_softmax(s)_k + Σ_t token_logprobs[k, t] ).")
+    return (f"log p(y|x) is right on {len(cases)} problems, a 400-token answer and scores of "
+            "±1e4 included.")
+
+
+def _rag_token_ll_torch(token_logprobs, scores):
+    import torch
+
+    prior = torch.log_softmax(scores, dim=0)
+    return torch.logsumexp(prior[:, None] + token_logprobs, dim=0).sum()
+
+
+@exercise("4.2")
+def ch04_rag_token_score_gradient(rag_token_score_gradient):
+    """Exercise 4.2: ∂ log p(y|x) / ∂ s_k for RAG-Token, without autograd."""
+    import torch
+
+    cases = []
+    for lp, s in _ch04_problems(42):
+        s = s.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(_rag_token_ll_torch(lp, s), s)
+        cases.append(((lp, s.detach()), gradient.numpy()))
+    lp, s = cases[0][0]
+    try:
+        got = rag_token_score_gradient(lp.clone(), s.clone())
+        got = np.asarray(got.detach() if hasattr(got, "detach") else got, dtype=float)
+    except Exception:
+        got = None  # check_function reports the exception with its input
+    if got is not None and got.shape == cases[0][1].shape and not np.allclose(got, cases[0][1]):
+        lp_np, s_np = lp.numpy(), s.numpy()
+        prior = np.exp(_log_prior(s_np))
+        joint = np.log(prior)[:, None] + lp_np  # [K, T]
+        per_token = np.exp(joint - np.logaddexp.reduce(joint, axis=0))  # p(z_t = k | x, y)
+        whole = np.exp(np.log(prior) + lp_np.sum(1) - _rag_sequence_ll(lp_np, s_np))
+        slips = [(whole - prior, "that is RAG-Sequence's gradient, posterior minus prior over "
+                                 "whole answers; RAG-Token has one latent document per token."),
+                 (per_token.sum(1) - prior, "each of the T tokens contributes its own "
+                                            "-p(d_k|x): the prior term is T * p(d_k|x)."),
+                 (per_token.sum(1), "differentiate log p(d_k|x) = s_k - logsumexp(s) too: it "
+                                    "brings -p(d_k|x) for every token.")]
+        for slip, hint in slips:
+            if np.allclose(got, slip):
+                raise ExerciseFailed("rag_token_score_gradient(token_logprobs of shape [3, 4], "
+                                     "doc_scores) is wrong", expected=cases[0][1], got=got,
+                                     hint=hint)
+    check_function(rag_token_score_gradient, cases, compare=check_close,
+                   hint="∂/∂s_k Σ_t log Σ_j p(d_j|x) p(y_t|x,d_j,y_<t) = Σ_t [p(z_t=k|x,y) - "
+                        "p(d_k|x)], with p(z_t=k|x,y) the softmax over k of log p(d_k|x) + "
+                        "token_logprobs[k, t].")
+    return ("your gradient equals autograd's on 4 problems: the retriever moves toward the "
+            "documents that explain each token.")
+
+
+def _fast_decode(beams, scores, use_prior=True, combine="sum"):
+    """Fast decoding written out: the best answer and its score log Σ_{k: y in beam k} p(d_k|x)
+    p(y|x,d_k), and the slips it diagnoses (no prior, max over documents)."""
+    log_prior = _log_prior(scores) if use_prior else np.zeros(len(beams))
+    terms = {}
+    for k, beam in enumerate(beams):
+        for answer, log_p in beam.items():
+            terms.setdefault(answer, []).append(log_prior[k] + log_p)
+    reduce = np.logaddexp.reduce if combine == "sum" else np.max
+    totals = {answer: float(reduce(values)) for answer, values in terms.items()}
+    best = min(totals, key=lambda a: (-totals[a], a))
+    return best, totals[best]
+
+
+@exercise("4.3")
+def ch04_fast_decode(fast_decode):
+    """Exercise 4.3: RAG-Sequence fast decoding from each document's beam."""
+    problems = [  # (each document's beam as {answer: p(answer|x,d_k)}, the doc scores)
+        ([{"Paris": 0.5, "Lyon": 0.4}, {"Lyon": 0.3, "Nice": 0.6}], [0.0, 0.0]),
+        ([{"Paris": 0.5, "Lyon": 0.1}, {"Rome": 0.9, "Lyon": 0.2}], [float(np.log(4.0)), 0.0]),
+        ([{"Bern": 0.7}], [3.0]),
+        ([{"Rome": 0.2, "Milan": 0.1}, {"Milan": 0.3}, {"Turin": 0.45}], [0.0, 0.5, -0.5]),
+    ]
+    problems = [([{answer: float(np.log(p)) for answer, p in beam.items()} for beam in beams],
+                 scores) for beams, scores in problems]
+    cases = [((beams, scores), _fast_decode(beams, scores)) for beams, scores in problems]
+    slips = [({"use_prior": False}, "weight each document's p(y|x,d_k) by its prior p(d_k|x) = "
+                                    "softmax(doc_scores)_k."),
+             ({"combine": "max"}, "fast decoding *sums* p(d_k|x) p(y|x,d_k) over the documents "
+                                  "whose beam holds y (logsumexp in log space), not the max.")]
+    for (beams, scores), expected in cases:
+        try:
+            got = fast_decode(copy.deepcopy(beams), list(scores))
+        except Exception:
+            break  # check_function reports the exception with its input
+        check(isinstance(got, tuple) and len(got) == 2,
+              f"fast_decode should return a pair (answer, log score), got {_show(got)}")
+        if got[0] == expected[0]:
+            continue
+        for options, hint in slips:
+            if got[0] == _fast_decode(beams, scores, **options)[0]:
+                raise ExerciseFailed(f"fast_decode({beams}, {list(scores)}) picks the wrong answer",
+                                     expected=expected, got=got, hint=hint)
+        break
+
+    def compare(got, expected, what, hint):
+        __tracebackhide__ = True
+        check(isinstance(got, tuple) and len(got) == 2,
+              f"{what} should return a pair (answer, log score)", expected=expected, got=got)
+        check_equal(got[0], expected[0], what=f"the answer of {what}", hint=hint)
+        check_close(got[1], expected[1], what=f"the log score of {what}", hint=hint)
+
+    check_function(fast_decode, cases, compare=compare,
+                   hint="score(y) = logsumexp over the documents k whose beam holds y of "
+                        "log_softmax(doc_scores)_k + beams[k][y]; an answer missing from a beam "
+                        "gets nothing from that document.")
+    return f"fast_decode picks the right answer, with its score, on {len(cases)} problems."
