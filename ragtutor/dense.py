@@ -1,0 +1,599 @@
+r"""Dense retrieval (chapter 02): a DPR bi-encoder trained from scratch, with in-batch negatives.
+
+A question x and a passage d are each mapped to a vector by a Transformer encoder, and a passage's
+score is their dot product (Karpukhin et al., 2020, *Dense Passage Retrieval for Open-Domain
+Question Answering*)::
+
+    q(x) = BERT_Q(<s> x </s>)[0]            e(d) = BERT_P(<s> title </s> text </s>)[0]
+    s(x, d) = q(x) · e(d)
+
+where [0] takes the output vector of the first token, <s> (DPR's [CLS] pooling). The two encoders
+are Hugging Face's ``DPRQuestionEncoder`` and ``DPRContextEncoder`` built from a small ``DPRConfig``
+with random weights, so that chapter 06 can hand them to ``RagRetriever``/``RagTokenForGeneration``
+unchanged. Trained from scratch on a CPU, two *separate* encoders learn nothing in minutes (the
+loss stays at chance); one encoder *shared* by questions and passages (tied weights) learns, so
+training starts tied and :meth:`BiEncoder.untie` gives each side its own copy afterwards (chapter
+05 trains the question encoder alone against a frozen passage index).
+
+Training (:func:`train_biencoder`) minimises the in-batch-negatives loss
+(:func:`in_batch_negatives_loss`): in a batch of B questions with their gold passages, every other
+question's passage is a negative, and optionally one BM25 *hard negative* per question is added
+(:func:`bm25_hard_negatives`). Training material (:func:`training_examples`) mixes the training
+split's questions with counterfactual examples (``ragtutor.kb``), in which every entity's name
+occurs — the names of held-out dev and test entities included, with false facts — so that no name
+token of the knowledge base is left untrained.
+
+:class:`DenseRetriever` puts a trained :class:`BiEncoder` behind the course's retriever interface
+(``fit``, ``score``, ``search``), searching a ``ragtutor.index.VectorIndex``; :class:`HybridRetriever`
+fuses any two retrievers by reciprocal rank fusion (Cormack, Clarke & Büttcher, 2009).
+"""
+import copy
+import itertools
+import json
+import math
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import processors
+from transformers import AutoTokenizer, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
+from transformers.utils import logging as transformers_logging
+
+from ragtutor.generation import BOS, EOS, SPECIAL_TOKENS, train_tokenizer
+from ragtutor.index import VectorIndex
+from ragtutor.metrics import retrieval_scores
+from ragtutor.sparse import BM25Retriever, top_k
+
+__all__ = ["POOLINGS", "build_tokenizer", "BiEncoder", "in_batch_negatives_loss",
+           "training_examples", "bm25_hard_negatives", "biencoder_batches", "train_biencoder",
+           "DenseRetriever", "reciprocal_rank_fusion", "HybridRetriever", "evaluate_retriever"]
+
+POOLINGS = ("first", "mean")
+_CONFIG_FILE = "biencoder.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer
+# ----------------------------------------------------------------------------------------------
+def build_tokenizer(passages, questions, examples=()):
+    """The bi-encoder's word-level tokenizer, trained on every text it will see.
+
+    ``passages`` (title and text), ``questions`` (question text; the wording of dev and test
+    questions is no answer leak) and counterfactual ``examples`` (title, text and question). Built
+    with :func:`ragtutor.generation.train_tokenizer`, so decoding is lossless, and given DPR's two
+    templates: a question is ``<s> x </s>`` and a (title, text) pair ``<s> title </s> text </s>``;
+    the first token <s> is the one whose output vector is pooled. Hugging Face's ``RagRetriever``
+    tokenises questions with this tokenizer directly and decodes them back to text, so both
+    properties must hold in the saved tokenizer too (``AutoTokenizer.from_pretrained``).
+    """
+    examples = list(examples)
+    texts = [p["title"] for p in itertools.chain(passages, examples)]
+    texts += [p["text"] for p in itertools.chain(passages, examples)]
+    texts += [q["question"] for q in itertools.chain(questions, examples)]
+    tokenizer = train_tokenizer(texts, kind="word")
+    specials = [(token, SPECIAL_TOKENS.index(token)) for token in (BOS, EOS)]
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B:1 {EOS}:1", special_tokens=specials)
+    # DPR's segment ids are all zero (Karpukhin et al.'s code); the model falls back to zeros.
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return tokenizer
+
+
+def _as_pairs(passages):
+    """Passages as (title, text) pairs: from dicts with "title" and "text", (title, text) pairs,
+    or plain strings (no title)."""
+    if isinstance(passages, (str, Mapping)) or not hasattr(passages, "__len__"):
+        raise TypeError(f"passages must be a list of passages, got {type(passages).__name__}; "
+                        "wrap a single passage in a list")
+    pairs = []
+    for i, p in enumerate(passages):
+        if isinstance(p, Mapping):
+            if "title" not in p or "text" not in p:
+                raise ValueError(f"passages[{i}] needs the keys 'title' and 'text', got {sorted(p)}")
+            pairs.append((p["title"], p["text"]))
+        elif isinstance(p, str):
+            pairs.append(("", p))
+        elif isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p):
+            pairs.append(tuple(p))
+        else:
+            raise TypeError(f"passages[{i}] must be a dict with 'title' and 'text', a (title, text) "
+                            f"pair or a string, got {type(p).__name__}: {p!r}")
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------------
+# The bi-encoder
+# ----------------------------------------------------------------------------------------------
+class BiEncoder(torch.nn.Module):
+    """A question encoder and a passage encoder (Hugging Face DPR classes) with their tokenizer.
+
+    ``pooling="first"`` takes the first token's output vector, as DPR does and as Hugging Face's
+    RAG expects (``DPRQuestionEncoder(...).pooler_output``); ``pooling="mean"`` averages the
+    output vectors of the non-padding tokens — a measured experiment only: RAG cannot use it.
+
+    Build one with :meth:`build`; :meth:`save_pretrained` writes ``question_encoder/`` and
+    ``context_encoder/`` (each loadable on its own with ``DPRQuestionEncoder.from_pretrained`` /
+    ``DPRContextEncoder.from_pretrained``), ``tokenizer/`` and ``biencoder.json``;
+    :meth:`from_pretrained` reads them back.
+    """
+
+    def __init__(self, question_encoder, context_encoder, tokenizer, pooling="first"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.question_encoder = question_encoder
+        self.context_encoder = context_encoder
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+
+    @classmethod
+    def build(cls, tokenizer, hidden_size=64, layers=2, heads=4, intermediate_size=128,
+              max_positions=128, tied=True, pooling="first"):
+        """A bi-encoder with random weights from a small ``DPRConfig`` (a BERT of ``layers``
+        layers, vectors of ``hidden_size``, DPR's dropout of 0.1 while training). ``tied=True``
+        makes the passage encoder use the question encoder's BERT, so both sides share every
+        weight."""
+        config = DPRConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                           num_hidden_layers=layers, num_attention_heads=heads,
+                           intermediate_size=intermediate_size, max_position_embeddings=max_positions,
+                           pad_token_id=tokenizer.pad_token_id, projection_dim=0)
+        question_encoder, context_encoder = DPRQuestionEncoder(config), DPRContextEncoder(config)
+        if tied:
+            context_encoder.ctx_encoder.bert_model = question_encoder.question_encoder.bert_model
+        return cls(question_encoder, context_encoder, tokenizer, pooling)
+
+    @property
+    def tied(self):
+        """Whether both encoders share one BERT (the same module, not merely equal weights)."""
+        return self.question_encoder.question_encoder.bert_model is \
+            self.context_encoder.ctx_encoder.bert_model
+
+    def untie(self):
+        """Give the passage encoder its own copy of the shared weights, so that each side can be
+        trained (or frozen) on its own from here on. Returns ``self``."""
+        if self.tied:
+            shared = self.question_encoder.question_encoder.bert_model
+            self.context_encoder.ctx_encoder.bert_model = copy.deepcopy(shared)
+        return self
+
+    @property
+    def max_positions(self):
+        return self.question_encoder.config.max_position_embeddings
+
+    # -- tokenising -----------------------------------------------------------------------------
+    def tokenize_questions(self, questions):
+        """``<s> x </s>`` for each question, padded: ``input_ids``, ``attention_mask`` ``[B, L]``."""
+        if isinstance(questions, str) or not all(isinstance(q, str) for q in questions):
+            raise TypeError("questions must be a list of strings; wrap a single question in a list")
+        return self._checked(self.tokenizer(list(questions), padding=True, return_tensors="pt"))
+
+    def tokenize_passages(self, passages):
+        """``<s> title </s> text </s>`` for each passage, padded: ``[B, L]`` tensors."""
+        titles, texts = zip(*_as_pairs(passages))
+        return self._checked(self.tokenizer(list(titles), list(texts), padding=True,
+                                            return_tensors="pt"))
+
+    def _checked(self, batch):
+        # Never cut an input silently: a truncated passage may have lost its answer.
+        if batch.input_ids.shape[1] > self.max_positions:
+            raise ValueError(f"an input is {batch.input_ids.shape[1]} tokens long, more than the "
+                             f"model's max_position_embeddings={self.max_positions}: shorten it "
+                             "or build the model with a larger max_positions")
+        return batch
+
+    # -- encoding -------------------------------------------------------------------------------
+    def question_vectors(self, batch):
+        """q(x) for a tokenised batch: ``[B, hidden]``, differentiable."""
+        return self._pool(self.question_encoder, self.question_encoder.question_encoder, batch)
+
+    def passage_vectors(self, batch):
+        """e(d) for a tokenised batch: ``[B, hidden]``, differentiable."""
+        return self._pool(self.context_encoder, self.context_encoder.ctx_encoder, batch)
+
+    def _pool(self, model, dpr_encoder, batch):
+        if self.pooling == "first":
+            return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).pooler_output
+        hidden = dpr_encoder.bert_model(input_ids=batch.input_ids,
+                                        attention_mask=batch.attention_mask).last_hidden_state
+        mask = batch.attention_mask[..., None].to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1)
+
+    @torch.no_grad()
+    def encode_questions(self, questions, batch_size=256):
+        """q(x) for every question, as a float32 array ``[n, hidden]`` (in eval mode)."""
+        return self._encode(questions, self.tokenize_questions, self.question_vectors, batch_size)
+
+    @torch.no_grad()
+    def encode_passages(self, passages, batch_size=256):
+        """e(d) for every passage (dicts with title and text, pairs or strings): ``[n, hidden]``."""
+        return self._encode(_as_pairs(passages), self.tokenize_passages, self.passage_vectors,
+                            batch_size)
+
+    def _encode(self, items, tokenize, vectors, batch_size):
+        items = list(items)
+        if not items:
+            raise ValueError("nothing to encode: the list is empty")
+        was_training = self.training
+        self.eval()
+        chunks = [vectors(tokenize(items[i:i + batch_size])).numpy()
+                  for i in range(0, len(items), batch_size)]
+        self.train(was_training)
+        return np.concatenate(chunks).astype(np.float32)
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save_pretrained(self, folder):
+        """Write both encoders (safetensors), the tokenizer and ``biencoder.json`` to ``folder``.
+
+        Tied encoders are written as two DPR encoders with identical weights, each complete."""
+        folder = Path(folder)
+        self.question_encoder.save_pretrained(folder / "question_encoder")
+        self.context_encoder.save_pretrained(folder / "context_encoder")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        (folder / _CONFIG_FILE).write_text(
+            json.dumps({"tied": self.tied, "pooling": self.pooling}, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder):
+        """Load what :meth:`save_pretrained` wrote; encoders saved tied are tied again."""
+        folder = Path(folder)
+        if not (folder / _CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{folder / _CONFIG_FILE} is missing: is {folder} a folder "
+                                    "written by BiEncoder.save_pretrained?")
+        settings = json.loads((folder / _CONFIG_FILE).read_text())
+        # Two small files load in milliseconds: no progress bars for them.
+        bars = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            model = cls(DPRQuestionEncoder.from_pretrained(folder / "question_encoder"),
+                        DPRContextEncoder.from_pretrained(folder / "context_encoder"),
+                        AutoTokenizer.from_pretrained(folder / "tokenizer"), settings["pooling"])
+        finally:
+            if bars:
+                transformers_logging.enable_progress_bar()
+        if settings["tied"]:
+            question = model.question_encoder.question_encoder.bert_model
+            context = model.context_encoder.ctx_encoder.bert_model
+            if any(not torch.equal(a, b) for a, b in zip(question.state_dict().values(),
+                                                         context.state_dict().values())):
+                raise ValueError(f"{folder} says its encoders are tied, but their weights differ")
+            model.context_encoder.ctx_encoder.bert_model = question
+        model.eval()
+        return model
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss
+# ----------------------------------------------------------------------------------------------
+def in_batch_negatives_loss(q, p):
+    r"""DPR's loss: each question against its own passage and every other passage in the batch.
+
+    ``q`` ``[B, H]`` are the question vectors q(x_i); ``p`` ``[B + M, H]`` the passage vectors,
+    whose first B rows are the gold passages (row i for question i) and whose M further rows are
+    extra negatives shared by all questions (e.g. one BM25 hard negative per question, M = B).
+    With the score matrix :math:`S = q\,p^\top` of shape ``[B, B + M]``,
+
+    .. math::
+        L = -\frac{1}{B} \sum_{i=1}^{B} \log \frac{\exp S_{ii}}{\sum_{j=1}^{B+M} \exp S_{ij}},
+
+    the cross-entropy of each row with the diagonal as the target class.
+    """
+    if q.ndim != 2 or p.ndim != 2 or q.shape[1] != p.shape[1]:
+        raise ValueError(f"q must be [B, H] and p [B + M, H] with the same H, got {list(q.shape)} "
+                         f"and {list(p.shape)}")
+    if p.shape[0] < q.shape[0]:
+        raise ValueError(f"p has {p.shape[0]} rows, fewer than the {q.shape[0]} questions: its "
+                         "first B rows must be the questions' gold passages")
+    scores = q @ p.T
+    return F.cross_entropy(scores, torch.arange(q.shape[0], device=q.device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training data
+# ----------------------------------------------------------------------------------------------
+def training_examples(passages, questions, counterfactual=()):
+    """Training pairs ``{"question", "title", "text", "passage_id", "group"}``.
+
+    Each of ``questions`` (normally the training split) with its gold passage from ``passages``,
+    then each counterfactual example with its own passage. ``group`` is (entity id, aspect): two
+    passages of one group answer the same questions, so they must never be each other's negatives.
+    """
+    by_id = {p["id"]: p for p in passages}
+    examples = []
+    for q in questions:
+        if q["passage_id"] not in by_id:
+            raise KeyError(f"question {q['id']} names the passage {q['passage_id']!r}, which is "
+                           "not among the passages given")
+        gold = by_id[q["passage_id"]]
+        examples.append({"question": q["question"], "title": gold["title"], "text": gold["text"],
+                         "passage_id": gold["id"], "group": (gold["entity_id"], gold["aspect"])})
+    for e in counterfactual:
+        examples.append({"question": e["question"], "title": e["title"], "text": e["text"],
+                         "passage_id": e["passage_id"], "group": (e["entity_id"], e["aspect"])})
+    return examples
+
+
+def bm25_hard_negatives(examples, depth=100):
+    """One BM25 hard negative per example, as in DPR: the passage BM25 ranks highest for the
+    question among the examples' passages, leaving out those of the gold passage's group.
+
+    BM25 (``ragtutor.sparse``, title + text) indexes the distinct passages of ``examples``. Returns
+    a list aligned with ``examples``: a passage ``{"title", "text", "passage_id", "group"}``, or
+    None when the top ``depth`` hold only the gold passage's group.
+    """
+    passages = {}
+    for e in examples:
+        passages.setdefault(e["passage_id"], {key: e[key] for key in
+                                              ("title", "text", "passage_id", "group")})
+    passages = list(passages.values())
+    bm25 = BM25Retriever().fit([f"{p['title']} {p['text']}" for p in passages])
+    _, ids = bm25.search([e["question"] for e in examples], min(depth, len(passages)))
+    negatives = []
+    for e, row in zip(examples, ids):
+        negatives.append(next((passages[i] for i in row if passages[i]["group"] != e["group"]), None))
+    return negatives
+
+
+def biencoder_batches(examples, batch_size=64, seed=0, hard_negatives=None):
+    """Endless training batches ``(questions, positives, negatives)``, reshuffled every epoch.
+
+    ``questions`` is a list of B strings, ``positives`` their B gold passages and ``negatives``
+    their B hard negatives (``hard_negatives`` aligned with ``examples``), or None without them.
+    No passage group occurs twice in a batch — neither among the gold passages nor among the hard
+    negatives — so no question ever meets a passage of its own group as a negative. An example
+    that would repeat a group waits for a later batch; examples without a hard negative are left
+    out when hard negatives are used.
+    """
+    examples = list(examples)
+    pool = list(range(len(examples)))
+    if hard_negatives is not None:
+        if len(hard_negatives) != len(examples):
+            raise ValueError(f"{len(hard_negatives)} hard negatives for {len(examples)} examples")
+        pool = [i for i in pool if hard_negatives[i] is not None]
+    if not 0 < batch_size <= len(pool):
+        raise ValueError(f"batch_size must be between 1 and the number of examples ({len(pool)}), "
+                         f"got {batch_size}")
+    rng = random.Random(seed)
+    waiting = []
+    while True:
+        queue = waiting + rng.sample(pool, len(pool))
+        waiting = []
+        batch, groups = [], set()
+        for i in queue:
+            new = {examples[i]["group"]}
+            if hard_negatives is not None:
+                new.add(hard_negatives[i]["group"])
+            if groups & new:
+                waiting.append(i)
+                continue
+            batch.append(i)
+            groups |= new
+            if len(batch) == batch_size:
+                yield _batch(examples, hard_negatives, batch)
+                batch, groups = [], set()
+        waiting += batch  # an incomplete batch starts the next epoch
+
+
+def _batch(examples, hard_negatives, indices):
+    questions = [examples[i]["question"] for i in indices]
+    positives = [(examples[i]["title"], examples[i]["text"]) for i in indices]
+    negatives = None if hard_negatives is None else [
+        (hard_negatives[i]["title"], hard_negatives[i]["text"]) for i in indices]
+    return questions, positives, negatives
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+def train_biencoder(model, batches, lr=1e-3, warmup=200, max_steps=None, max_seconds=None,
+                    weight_decay=0.01, log_every=50, evaluate=None, eval_every=None, progress=True):
+    """Train ``model`` (a :class:`BiEncoder`) with :func:`in_batch_negatives_loss` and AdamW.
+
+    ``batches`` yields ``(questions, positives, negatives)`` as :func:`biencoder_batches` does.
+    The learning rate rises linearly from 0 to ``lr`` over ``warmup`` steps, then stays. Training
+    stops after ``max_steps`` steps or ``max_seconds`` seconds of training, whichever comes first
+    (one of them must be given). Every ``eval_every`` steps ``evaluate(model)`` returns a dict of
+    metrics (its time is not counted as training).
+
+    Returns the history: ``{"step", "loss", "seconds"}`` lists with the mean loss over each
+    ``log_every`` steps (and over the steps after the last full window) and the training time so
+    far, and ``"eval"``, a list of ``{"step", "seconds", **metrics}``.
+    """
+    if max_steps is None and max_seconds is None:
+        raise ValueError("give max_steps or max_seconds, or training would never stop")
+    if (evaluate is None) != (eval_every is None):
+        raise ValueError("evaluate and eval_every go together: give both or neither")
+    # parameters() lists a shared (tied) weight once, so it gets one update per step.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history = {"step": [], "loss": [], "seconds": [], "eval": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=max_steps, desc="training", leave=False)
+    model.train()
+    trained, running = 0.0, []
+    steps = range(max_steps) if max_steps is not None else itertools.count()
+    for step, (questions, positives, negatives) in zip(steps, batches):
+        if max_seconds is not None and trained >= max_seconds:
+            break
+        start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+        q = model.question_vectors(model.tokenize_questions(questions))
+        p = model.passage_vectors(model.tokenize_passages(positives + (negatives or [])))
+        loss = in_batch_negatives_loss(q, p)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        trained += time.perf_counter() - start
+        running.append(loss.item())
+        if not math.isfinite(running[-1]):
+            raise FloatingPointError(f"the loss became {running[-1]} at step {step}: lower lr")
+        if (step + 1) % log_every == 0:
+            _log(history, step + 1, running, trained)
+            running = []
+            if bar is not None:
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+        if bar is not None:
+            bar.update(1)
+        if evaluate is not None and (step + 1) % eval_every == 0:
+            metrics = evaluate(model)
+            model.train()
+            history["eval"].append({"step": step + 1, "seconds": trained, **metrics})
+    if running:  # the steps since the last log
+        _log(history, step + 1, running, trained)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return history
+
+
+def _log(history, step, losses, seconds):
+    history["step"].append(step)
+    history["loss"].append(sum(losses) / len(losses))
+    history["seconds"].append(seconds)
+
+
+# ----------------------------------------------------------------------------------------------
+# Retrievers
+# ----------------------------------------------------------------------------------------------
+def _check_queries(queries):
+    if isinstance(queries, str) or not hasattr(queries, "__len__"):
+        raise TypeError(f"queries must be a list of strings, got {type(queries).__name__}; for a "
+                        "single query pass [query]")
+    if len(queries) == 0:
+        raise ValueError("queries is empty: pass a list with at least one query")
+    return list(queries)
+
+
+class DenseRetriever:
+    """A trained :class:`BiEncoder` behind the course's retriever interface::
+
+        retriever = DenseRetriever(encoder).fit(passages)   # dicts with title and text
+        retriever.score("What money is spent in France?")   # [n_docs] dot products q(x) · e(d)
+        scores, ids = retriever.search(questions, k=20)     # [n_queries, k] each, best first
+
+    ``index`` is a :class:`ragtutor.index.VectorIndex` whose kind and settings to search the
+    passage vectors with (default: exact, ``VectorIndex("flat")``); ``fit`` builds a new one.
+    Learned state: ``embeddings_`` ``[n_docs, hidden]``, ``index_``, ``n_docs_``.
+    """
+
+    def __init__(self, encoder, index=None, batch_size=256):
+        self.encoder = encoder
+        self.index = index
+        self.batch_size = batch_size
+
+    def fit(self, corpus):
+        """Encode ``corpus`` (passages: dicts with title and text, pairs, or strings) and index
+        the vectors. Returns ``self``."""
+        self.embeddings_ = self.encoder.encode_passages(corpus, self.batch_size)
+        # A fresh index with the given settings: the one passed in stays as it was.
+        settings = self.index.get_params() if self.index is not None else {"kind": "flat"}
+        self.index_ = VectorIndex(**settings).fit(self.embeddings_)
+        self.n_docs_ = len(self.embeddings_)
+        return self
+
+    def score(self, query):
+        """s(x, d) = q(x) · e(d) for one query string and every passage: ``[n_docs]``."""
+        self._check_fitted()
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}; use search() "
+                            "for a list of queries")
+        return self.embeddings_ @ self.encoder.encode_questions([query])[0]
+
+    def search(self, queries, k):
+        """The ``k`` best passages for each query: ``(scores, ids)``, both ``[n_queries, k]``."""
+        self._check_fitted()
+        vectors = self.encoder.encode_questions(_check_queries(queries), self.batch_size)
+        return self.index_.search(vectors, k)
+
+    def _check_fitted(self):
+        if not hasattr(self, "index_"):
+            raise ValueError("this DenseRetriever is not fitted yet: call fit(passages) before "
+                             "score() or search()")
+
+
+def reciprocal_rank_fusion(rankings, n_docs, k=60):
+    r"""Reciprocal rank fusion (Cormack, Clarke & Büttcher, 2009) of several rankings of one query.
+
+    ``rankings`` is a list of rankings, each a sequence of document ids (0..n_docs-1), best first.
+    Returns the fused score of every document, ``[n_docs]``:
+
+    .. math:: \mathrm{RRF}(d) = \sum_{r} \frac{1}{k + \mathrm{rank}_r(d)}
+
+    with ranks counted from 1; a document missing from a ranking gets nothing from it. Only ranks
+    matter, so retrievers whose scores live on different scales (BM25, dot products) combine
+    without calibration; k = 60 damps the weight of the very first ranks.
+    """
+    fused = np.zeros(n_docs)
+    for ranking in rankings:
+        ranking = np.asarray(ranking)
+        fused[ranking] += 1.0 / (k + np.arange(1, len(ranking) + 1))
+    return fused
+
+
+class HybridRetriever:
+    """Two retrievers fused by :func:`reciprocal_rank_fusion` over their top ``depth`` documents
+    (at least the k asked for).
+
+    ``first`` and ``second`` follow the retriever interface and index the same documents in the
+    same order. ``fit(corpus, second_corpus=None)`` fits both (the second on ``second_corpus``
+    when the two want the corpus in different forms, e.g. strings for BM25 and title/text dicts
+    for a dense retriever); already fitted retrievers need no ``fit``.
+    """
+
+    def __init__(self, first, second, k=60, depth=20):
+        self.first = first
+        self.second = second
+        self.k = k
+        self.depth = depth
+
+    def fit(self, corpus, second_corpus=None):
+        self.first.fit(corpus)
+        self.second.fit(corpus if second_corpus is None else second_corpus)
+        return self
+
+    @property
+    def n_docs_(self):
+        n_first, n_second = self.first.n_docs_, self.second.n_docs_
+        if n_first != n_second:
+            raise ValueError(f"the retrievers index different corpora ({n_first} and {n_second} "
+                             "documents): fit both on the same documents, in the same order")
+        return n_first
+
+    def score(self, query):
+        """The fused score of every document for one query: ``[n_docs]``."""
+        return self._fused([query])[0]
+
+    def search(self, queries, k):
+        """The ``k`` best documents by fused score: ``(scores, ids)``, both ``[n_queries, k]``;
+        equal scores are ordered by the lower document id."""
+        return top_k(self._fused(_check_queries(queries), k), k)
+
+    def _fused(self, queries, k=1):
+        n_docs = self.n_docs_
+        # Below both retrievers' top `depth` every document scores 0: search deep enough for k.
+        depth = min(max(self.depth, k), n_docs)
+        _, first = self.first.search(queries, depth)
+        _, second = self.second.search(queries, depth)
+        return np.stack([reciprocal_rank_fusion([a, b], n_docs, self.k)
+                         for a, b in zip(first, second)])
+
+
+def evaluate_retriever(retriever, questions, passage_ids, ks=(1, 5, 20)):
+    """Recall@k and MRR of ``retriever`` on ``questions``, over all and over the mismatched ones.
+
+    ``passage_ids[i]`` is the id of the retriever's document i; a question's gold passage is its
+    ``passage_id``. Returns ``{"all": {...}, "mismatch": {...}}``, each a row of
+    ``ragtutor.metrics.retrieval_scores`` over the top ``max(ks)`` (so MRR is MRR@max(ks)).
+    """
+    _, ids = retriever.search([q["question"] for q in questions], max(ks))
+    ranked = [[passage_ids[i] for i in row] for row in ids]
+    relevant = [{q["passage_id"]} for q in questions]
+    chosen = [i for i, q in enumerate(questions) if q["mismatch"]]
+    return {"all": retrieval_scores(ranked, relevant, ks),
+            "mismatch": retrieval_scores([ranked[i] for i in chosen], [relevant[i] for i in chosen],
+                                         ks)}

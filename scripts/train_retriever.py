@@ -1,0 +1,158 @@
+"""Train chapter 02's dense retriever: a DPR bi-encoder with in-batch negatives.
+
+    python scripts/train_retriever.py                           # into checkpoints/retriever/
+    python scripts/train_retriever.py --out /tmp/r --steps 500  # a shorter run elsewhere
+    python scripts/train_retriever.py --hard-negatives 0        # an ablation (see --help)
+
+The question and passage encoders share their weights while training (separate encoders learn
+nothing in minutes from scratch: benchmarks/RESULTS.md, dense section) and are saved as two
+``DPRQuestionEncoder`` / ``DPRContextEncoder`` folders with identical weights, with the tokenizer,
+by ``BiEncoder.save_pretrained``. Training material: the train split's questions with their gold
+passages, plus counterfactual examples (``ragtutor.kb``) whose passages state false facts about
+every entity of the knowledge base, so that the names of dev and test entities are trained too;
+no dev or test question and no dev or test passage is trained on. Each question gets one BM25
+hard negative (``--hard-negatives 0`` turns them off).
+
+The folder also receives ``training.json``: the command, seed, thread count, library versions,
+the configuration, the loss curve, the time taken and the metrics reached — Recall@1/5/20 and MRR
+on dev and on test, over all questions and over the vocabulary-mismatch ones, with BM25's on the
+same questions for comparison. With the same torch build and thread count a rerun gives the same
+weights and metrics.
+"""
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import tokenizers
+import torch
+import transformers
+
+from ragtutor import set_seed
+from ragtutor.data import load_entities, load_passages, load_questions
+from ragtutor.dense import (BiEncoder, DenseRetriever, HybridRetriever, biencoder_batches,
+                            bm25_hard_negatives, build_tokenizer, evaluate_retriever,
+                            train_biencoder, training_examples)
+from ragtutor.kb import counterfactual_examples
+from ragtutor.sparse import BM25Retriever
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = {
+    "seed": 0,
+    "counterfactual_examples": 30000,
+    "model": {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 128,
+              "max_positions": 128, "tied": True, "pooling": "first"},
+    "training": {"batch_size": 64, "hard_negatives": 1, "lr": 1e-3, "warmup": 200, "steps": 3000,
+                 "eval_every": 250},
+}
+
+
+def build_data(config, seed):
+    """The tokenizer, the training examples (with their hard negatives) and the splits."""
+    entities, passages = load_entities(), load_passages()
+    splits = {split: load_questions(split) for split in ("train", "dev", "test")}
+    counterfactual = counterfactual_examples(entities, config["counterfactual_examples"], seed=seed)
+    tokenizer = build_tokenizer(passages, [q for s in splits.values() for q in s], counterfactual)
+    train_entities = {e["id"] for e in entities if e["split"] == "train"}
+    # Real passages enter training only as the train questions' gold passages (and as hard
+    # negatives of other questions): no dev or test question or passage is trained on.
+    train_passages = [p for p in passages if p["entity_id"] in train_entities]
+    examples = training_examples(train_passages, splits["train"], counterfactual)
+    negatives = bm25_hard_negatives(examples) if config["training"]["hard_negatives"] else None
+    return tokenizer, examples, negatives, passages, splits
+
+
+def dev_recall(model, passages, dev):
+    """Dev Recall@1 over all passages, overall and on the mismatched questions."""
+    report = evaluate_retriever(DenseRetriever(model).fit(passages), dev, [p["id"] for p in passages])
+    return {"dev_recall@1": round(report["all"]["recall@1"], 4),
+            "dev_mismatch_recall@1": round(report["mismatch"]["recall@1"], 4)}
+
+
+def rounded(metrics):
+    """Keep the table's metrics, to four decimals."""
+    keys = ("recall@1", "recall@5", "recall@20", "mrr", "n")
+    return {split: {subset: {k: round(v, 4) for k, v in row.items() if k in keys}
+                    for subset, row in subsets.items()} for split, subsets in metrics.items()}
+
+
+def train(config, progress=False):
+    """Build the data and the model, train, evaluate: (model, record)."""
+    seed = set_seed(config["seed"])
+    tokenizer, examples, negatives, passages, splits = build_data(config, seed)
+    model = BiEncoder.build(tokenizer, **config["model"])
+    t = config["training"]
+    batches = biencoder_batches(examples, t["batch_size"], seed=seed, hard_negatives=negatives)
+    history = train_biencoder(model, batches, lr=t["lr"], warmup=t["warmup"], max_steps=t["steps"],
+                              evaluate=lambda m: dev_recall(m, passages, splits["dev"]),
+                              eval_every=t["eval_every"], progress=progress)
+    dense = DenseRetriever(model).fit(passages)
+    bm25 = BM25Retriever().fit([f"{p['title']} {p['text']}" for p in passages])
+    ids = [p["id"] for p in passages]
+    metrics, baseline, hybrid = (
+        rounded({split: evaluate_retriever(retriever, splits[split], ids) for split in ("dev", "test")})
+        for retriever in (dense, bm25, HybridRetriever(bm25, dense)))
+    record = {"seed": seed, "config": config, "vocab_size": len(tokenizer),
+              "training_examples": len(examples),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "train_seconds": round(history["seconds"][-1], 1),
+              "metrics": metrics, "bm25": baseline, "hybrid": hybrid,
+              "history": {"step": history["step"], "loss": [round(x, 4) for x in history["loss"]],
+                          "eval": history["eval"]}}
+    return model, record
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "checkpoints" / "retriever",
+                        help="folder for the checkpoint (default: checkpoints/retriever/)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; the recorded metrics were reached with 1")
+    parser.add_argument("--seed", type=int, help=f"default {CONFIG['seed']}")
+    parser.add_argument("--steps", type=int, help=f"default {CONFIG['training']['steps']}")
+    parser.add_argument("--hard-negatives", type=int, choices=(0, 1),
+                        help="BM25 hard negatives per question (default 1)")
+    parser.add_argument("--counterfactual", type=int,
+                        help=f"counterfactual examples (default {CONFIG['counterfactual_examples']}; "
+                             "0 trains on the train split's questions alone, an ablation)")
+    parser.add_argument("--separate", action="store_true",
+                        help="train separate question and passage encoders (an ablation)")
+    parser.add_argument("--pooling", choices=("first", "mean"),
+                        help="first-token (default, as DPR) or mean pooling (an ablation)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = copy.deepcopy(CONFIG)
+    for value, section, key in ((args.seed, None, "seed"), (args.steps, "training", "steps"),
+                                (args.hard_negatives, "training", "hard_negatives"),
+                                (args.pooling, "model", "pooling"),
+                                (args.counterfactual, None, "counterfactual_examples")):
+        if value is not None:
+            (config[section] if section else config)[key] = value
+    if args.separate:
+        config["model"]["tied"] = False
+    start = time.perf_counter()
+    model, record = train(config, progress=True)
+    seconds = time.perf_counter() - start
+    model.save_pretrained(args.out)
+    record = {"command": " ".join(["python scripts/train_retriever.py", *argv]),
+              "threads": args.threads,
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "transformers": transformers.__version__,
+                           "tokenizers": tokenizers.__version__},
+              "seconds": round(seconds, 1), **record}
+    (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    for split in ("dev", "test"):
+        for subset in ("all", "mismatch"):
+            print(f"{split} {subset}:", ", ".join(
+                f"{name} R@1 {record[name][split][subset]['recall@1']:.3f}"
+                for name in ("metrics", "bm25", "hybrid")).replace("metrics", "dense"))
+    print(f"{record['train_seconds']} s of training, {seconds:.0f} s in all -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
