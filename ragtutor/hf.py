@@ -1,0 +1,457 @@
+r"""RAG with Hugging Face Transformers (chapter 06): the course's own models in its RAG classes.
+
+Chapters 02-04 built every part of RAG (Lewis et al. 2020) from Hugging Face building blocks on
+purpose: the question encoder q(·) and passage encoder e(·) are ``DPRQuestionEncoder`` /
+``DPRContextEncoder`` pooled at the first token, the reader is a ``BartForConditionalGeneration``
+trained on Hugging Face's combined input ``title / text // question``, and the likelihoods are
+Hugging Face's. :func:`export_rag` writes those parts into one folder that the standard calls load,
+with no network::
+
+    tokenizer = RagTokenizer.from_pretrained(folder)
+    retriever = RagRetriever.from_pretrained(folder, index_name="custom",
+                                             passages_path=exported.passages_path,
+                                             index_path=exported.index_path)
+    model = RagTokenForGeneration.from_pretrained(folder, retriever=retriever)
+    input_ids = tokenizer("What is the capital of France?", return_tensors="pt").input_ids
+    tokenizer.decode(model.generate(input_ids)[0], skip_special_tokens=True)   # 'Paris'
+
+(``RagSequenceForGeneration.from_pretrained(folder, ...)`` loads the same weights.) The folder::
+
+    config.json                   RagConfig: n_docs, max_combined_length, retrieval_vector_size,
+                                  index_name="custom", passages_path, index_path, token ids
+    model.safetensors             question encoder (rag.question_encoder.*) and generator
+                                  (rag.generator.*)
+    question_encoder_tokenizer/   the bi-encoder's tokenizer    (RagTokenizer reads both)
+    generator_tokenizer/          the reader's tokenizer
+    passages/                     datasets.Dataset: title, text, embeddings e(d)
+    passages.faiss                exact inner-product faiss index of the embeddings
+    context_encoder/              the passage encoder e(·), to embed new passages
+
+:class:`CourseRag` computes the same model with the course's own code (retrieval by
+``ragtutor.index``, teacher-forced log-probs of the reader, chapter 04's :func:`rag_token_nll`,
+:func:`rag_sequence_nll` and :func:`rag_token_beam_search`), so that a notebook or a test can show
+that the two agree: same documents, same scores, same loss, same answers.
+
+Three details of Transformers 5 shape the export:
+
+- ``RagTokenForGeneration.from_pretrained(folder, retriever=retriever)`` passes ``retriever`` on to
+  ``GenerationConfig``, which fails ("Object of type RagRetriever is not JSON serializable") on
+  an ordinary ``generation_config.json`` — one saved after setting, say,
+  ``model.generation_config.num_beams = 4``. Only a generation config marked
+  ``"_from_model_config": true`` ignores the stray argument, so the export writes that kind. Pass
+  other settings to ``generate`` itself rather than saving them.
+- ``RagTokenForGeneration.generate`` ignores ``max_new_tokens``: it stops at ``max_length``, which
+  counts the decoder's start token (default 20, so 19 new tokens), and a model config can no
+  longer carry generation settings. The export's generation config sets
+  ``max_length = max_new_tokens + 1``.
+- ``RagTokenizer`` has no ``encode`` in Transformers 5: tokenise with
+  ``tokenizer(question, return_tensors="pt").input_ids``.
+
+Greedy decoding (``generate(num_beams=1)``) and the course's one-beam search
+(:func:`ragtutor.rag.rag_token_beam_search` with ``num_beams=1``) follow the same path of most
+probable tokens, but the course's search also keeps, at every step, the answer that stopping there
+(with </s>) would give, and returns the most probable of them; greedy returns the answer at the end
+of the path. They differ only when the path ends less probably than it could have stopped earlier,
+or does not end within ``max_length`` — signs of an unsure reader (the trained reader never does
+it on the test questions; random weights often do).
+"""
+import contextlib
+from collections import namedtuple
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ragtutor.dense import BiEncoder
+from ragtutor.generation import combined_input
+from ragtutor.index import VectorIndex
+from ragtutor.rag import rag_sequence_nll, rag_token_beam_search, rag_token_nll, seq2seq_generator
+
+__all__ = ["PASSAGES_DIR", "INDEX_FILE", "CONTEXT_ENCODER_DIR", "ExportedRag", "as_biencoder",
+           "passages_dataset", "export_rag", "rag_labels", "CourseRag"]
+
+PASSAGES_DIR = "passages"
+INDEX_FILE = "passages.faiss"
+CONTEXT_ENCODER_DIR = "context_encoder"
+
+ExportedRag = namedtuple("ExportedRag", ["folder", "passages_path", "index_path"])
+ExportedRag.__doc__ = """Where :func:`export_rag` wrote the model: ``folder`` (for every
+``from_pretrained``), ``passages_path`` and ``index_path`` (for ``RagRetriever.from_pretrained``),
+all as strings."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks at the boundary
+# ----------------------------------------------------------------------------------------------
+def as_biencoder(retriever):
+    """The retriever as a :class:`ragtutor.dense.BiEncoder`.
+
+    ``retriever`` is a ``BiEncoder`` (chapter 02's, or chapter 05's with a jointly trained question
+    encoder) or a triple ``(question_encoder, context_encoder, tokenizer)`` of a
+    ``DPRQuestionEncoder``, a ``DPRContextEncoder`` and the tokenizer both read. Hugging Face's RAG
+    takes the question vector from ``DPRQuestionEncoder(...).pooler_output``, the first token's
+    output, so a bi-encoder trained with ``pooling="mean"`` cannot be exported.
+    """
+    from transformers import DPRContextEncoder, DPRQuestionEncoder
+
+    if isinstance(retriever, BiEncoder):
+        biencoder = retriever
+    elif isinstance(retriever, (tuple, list)) and len(retriever) == 3:
+        biencoder = BiEncoder(*retriever)
+    else:
+        raise TypeError("retriever must be a ragtutor.dense.BiEncoder or a triple "
+                        f"(question_encoder, context_encoder, tokenizer), got "
+                        f"{type(retriever).__name__}")
+    if biencoder.pooling != "first":
+        raise ValueError(f"the bi-encoder pools with {biencoder.pooling!r}, but Hugging Face's RAG "
+                         "uses the first token's vector (DPR's pooler_output): export a bi-encoder "
+                         "trained with pooling='first'")
+    for name, model, cls in (("question_encoder", biencoder.question_encoder, DPRQuestionEncoder),
+                             ("context_encoder", biencoder.context_encoder, DPRContextEncoder)):
+        if not isinstance(model, cls):
+            raise TypeError(f"{name} must be a transformers.{cls.__name__}, got "
+                            f"{type(model).__name__}")
+    sizes = (biencoder.question_encoder.config.hidden_size,
+             biencoder.context_encoder.config.hidden_size)
+    if sizes[0] != sizes[1]:
+        raise ValueError(f"the question vectors ({sizes[0]}) and passage vectors ({sizes[1]}) have "
+                         "different sizes: their dot product is undefined")
+    if not callable(biencoder.tokenizer) or not hasattr(biencoder.tokenizer, "save_pretrained"):
+        raise TypeError("the retriever's tokenizer must be a Hugging Face tokenizer (with "
+                        f"save_pretrained), got {type(biencoder.tokenizer).__name__}")
+    return biencoder
+
+
+def _check_passages(passages):
+    if isinstance(passages, (str, Mapping)) or not hasattr(passages, "__len__"):
+        raise TypeError(f"passages must be a list of dicts with 'title' and 'text', got "
+                        f"{type(passages).__name__}")
+    passages = list(passages)
+    if not passages:
+        raise ValueError("passages is empty: the knowledge base needs at least one passage")
+    for i, p in enumerate(passages):
+        if not isinstance(p, Mapping) or not isinstance(p.get("title"), str) \
+                or not isinstance(p.get("text"), str):
+            raise ValueError(f"passages[{i}] must be a dict with the string fields 'title' and "
+                             f"'text' (as ragtutor.data.load_passages gives), got {p!r:.120}")
+    return passages
+
+
+def _check_generator(generator, tokenizer):
+    config = getattr(generator, "config", None)
+    if config is None or not getattr(config, "is_encoder_decoder", False):
+        raise TypeError("generator must be a Hugging Face encoder-decoder such as "
+                        f"BartForConditionalGeneration, got {type(generator).__name__}")
+    ids = {"pad": (tokenizer.pad_token_id, config.pad_token_id),
+           "eos": (tokenizer.eos_token_id, config.eos_token_id),
+           "bos": (tokenizer.bos_token_id, config.decoder_start_token_id)}
+    for name, (from_tokenizer, from_model) in ids.items():
+        if from_tokenizer is None or from_tokenizer != from_model:
+            what = "decoder_start_token_id" if name == "bos" else f"{name}_token_id"
+            raise ValueError(f"the generator tokenizer's {name} id is {from_tokenizer} but the "
+                             f"generator's {what} is {from_model}: Hugging Face RAG feeds labels "
+                             "that begin with the tokenizer's <s> to the decoder, so the tokenizer "
+                             "and the generator must agree (pass the tokenizer the reader was "
+                             "trained with)")
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"the generator tokenizer has {len(tokenizer)} tokens but the generator "
+                         f"only {config.vocab_size}: pass the tokenizer the reader was trained "
+                         "with")
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_questions(questions, what="questions"):
+    if isinstance(questions, str) or not hasattr(questions, "__len__"):
+        raise TypeError(f"{what} must be a list of strings, got {type(questions).__name__}; wrap a "
+                        "single one in a list")
+    questions = list(questions)
+    if not questions:
+        raise ValueError(f"{what} is empty: pass at least one")
+    for i, q in enumerate(questions):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"{what}[{i}] must be a non-empty string, got {q!r}")
+    return questions
+
+
+# ----------------------------------------------------------------------------------------------
+# The export
+# ----------------------------------------------------------------------------------------------
+def passages_dataset(passages, retriever, embeddings=None, batch_size=256):
+    """The knowledge base as ``RagRetriever`` reads it: a ``datasets.Dataset`` with the columns
+    ``title``, ``text`` and ``embeddings`` (e(d), float32 ``[hidden]`` per passage), and an exact
+    inner-product faiss index on ``embeddings`` (``IndexFlatIP``, the course's "flat" index).
+
+    ``passages``: dicts with ``title`` and ``text``. ``embeddings`` ``[n_passages, hidden]``, when
+    given, are used as they are (e.g. a ``DenseRetriever``'s ``embeddings_``); otherwise the
+    retriever's passage encoder computes them.
+    """
+    import datasets
+    import faiss
+
+    passages = _check_passages(passages)
+    biencoder = as_biencoder(retriever)
+    if embeddings is None:
+        embeddings = biencoder.encode_passages(passages, batch_size)
+    embeddings = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
+    hidden = biencoder.question_encoder.config.hidden_size
+    if embeddings.shape != (len(passages), hidden):
+        raise ValueError(f"embeddings must have shape [n_passages, hidden] = [{len(passages)}, "
+                         f"{hidden}], got {list(embeddings.shape)}")
+    if not np.isfinite(embeddings).all():
+        raise ValueError("embeddings hold NaN or infinite values")
+    dataset = datasets.Dataset.from_dict({"title": [p["title"] for p in passages],
+                                          "text": [p["text"] for p in passages],
+                                          "embeddings": embeddings})
+    index = faiss.IndexFlatIP(hidden)
+    dataset.add_faiss_index("embeddings", custom_index=index)
+    return dataset
+
+
+def export_rag(folder, retriever, generator, generator_tokenizer, passages, n_docs=5,
+               max_combined_length=None, max_new_tokens=16, embeddings=None):
+    """Write the course's retriever, generator and knowledge base as a Hugging Face RAG model.
+
+    ``folder`` must be new or empty. ``retriever``: a :class:`ragtutor.dense.BiEncoder` or a triple
+    ``(question_encoder, context_encoder, tokenizer)`` (:func:`as_biencoder`); ``generator`` and
+    ``generator_tokenizer``: the reader and its tokenizer (``ragtutor.generation.load_checkpoint``);
+    ``passages``: the knowledge base (dicts with ``title`` and ``text``), with their
+    ``embeddings`` if already computed. ``n_docs`` is K, the documents retrieved per question.
+
+    ``max_combined_length`` is the length, in tokens, to which ``RagRetriever`` pads — and
+    *silently truncates* — each ``title / text // question`` input; it defaults to the generator's
+    ``max_position_embeddings``, the longest input the reader can read. ``max_new_tokens`` caps
+    ``generate``'s answers (the course's decoders default to 16 too).
+
+    Returns an :class:`ExportedRag` with the paths ``RagRetriever.from_pretrained`` wants. The
+    config also records them, as absolute paths, so ``RagRetriever.from_pretrained(folder)`` works
+    too as long as the folder stays where it is.
+    """
+    from transformers import GenerationConfig, RagConfig, RagTokenForGeneration, RagTokenizer
+
+    biencoder = as_biencoder(retriever)
+    _check_generator(generator, generator_tokenizer)
+    passages = _check_passages(passages)
+    n_docs = _positive_int(n_docs, "n_docs")
+    if n_docs > len(passages):
+        raise ValueError(f"n_docs={n_docs} is more than the {len(passages)} passages: retrieve at "
+                         f"most {len(passages)}")
+    max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
+    longest = generator.config.max_position_embeddings
+    if max_combined_length is None:
+        max_combined_length = longest
+    max_combined_length = _positive_int(max_combined_length, "max_combined_length")
+    if max_combined_length > longest:
+        raise ValueError(f"max_combined_length={max_combined_length} is more than the generator's "
+                         f"max_position_embeddings={longest}: the reader cannot read that far; "
+                         f"use at most {longest}")
+    folder = Path(folder).resolve()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(f"{folder} exists and is not an empty folder: export into a new "
+                              "folder (e.g. tempfile.mkdtemp()) so that no old file is mixed in")
+    with _quiet():
+        dataset = passages_dataset(passages, biencoder, embeddings)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    passages_path, index_path = folder / PASSAGES_DIR, folder / INDEX_FILE
+    with _quiet():
+        dataset.get_index("embeddings").save(str(index_path))
+        dataset.drop_index("embeddings")
+        dataset.save_to_disk(str(passages_path))
+
+    ids = {"bos_token_id": generator_tokenizer.bos_token_id,
+           "eos_token_id": generator_tokenizer.eos_token_id,
+           "pad_token_id": generator_tokenizer.pad_token_id,
+           "decoder_start_token_id": generator.config.decoder_start_token_id}
+    config = RagConfig.from_question_encoder_generator_configs(
+        biencoder.question_encoder.config, generator.config, n_docs=n_docs,
+        max_combined_length=max_combined_length,
+        retrieval_vector_size=biencoder.question_encoder.config.hidden_size,
+        index_name="custom", passages_path=str(passages_path), index_path=str(index_path),
+        # Tying input and output embeddings is the generator's own choice.
+        tie_word_embeddings=generator.config.tie_word_embeddings,
+        **ids)
+    model = RagTokenForGeneration(config, question_encoder=biencoder.question_encoder,
+                                  generator=generator)
+    model.generation_config = GenerationConfig(max_length=max_new_tokens + 1, **ids)
+    # The Transformers 5 quirk of the module docstring: only a generation config marked as derived
+    # from the model config loads with from_pretrained(folder, retriever=...).
+    model.generation_config._from_model_config = True
+    with _quiet():
+        model.save_pretrained(folder)
+        biencoder.context_encoder.save_pretrained(folder / CONTEXT_ENCODER_DIR)
+    RagTokenizer(question_encoder=biencoder.tokenizer,
+                 generator=generator_tokenizer).save_pretrained(str(folder))
+    return ExportedRag(str(folder), str(passages_path), str(index_path))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No progress bars from datasets or transformers for steps that take milliseconds."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    bars = (datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            transformers_logging.enable_progress_bar()
+
+
+def rag_labels(generator_tokenizer, answers):
+    """Hugging Face RAG's ``labels`` for a list of answers: ``<s> y_1 .. y_T </s>``, right-padded
+    with the pad id, ``[B, T]``.
+
+    Hugging Face's RAG models feed the labels to the decoder as they are, so they begin with the
+    decoder's start token <s> and are padded with the pad id, never -100. The course's tokenizers
+    wrap every text in ``<s> ... </s>``, so the tokenizer's output is the labels.
+    """
+    answers = _check_questions(answers, "answers")
+    batch = generator_tokenizer(answers, padding=True, return_tensors="pt")
+    labels = batch.input_ids
+    start, end = generator_tokenizer.bos_token_id, generator_tokenizer.eos_token_id
+    if not (labels[:, 0] == start).all() or not (labels.gather(
+            1, batch.attention_mask.sum(1, keepdim=True) - 1) == end).all():
+        raise ValueError("the generator tokenizer does not wrap texts in <s> ... </s>: build the "
+                         "labels as [bos] + answer ids + [eos] yourself")
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------
+# The same model, computed by the course's own code
+# ----------------------------------------------------------------------------------------------
+class CourseRag:
+    """RAG from the course's parts and chapter 04's functions, with no Hugging Face RAG class.
+
+    ``retriever`` (a :class:`ragtutor.dense.BiEncoder` or a triple, :func:`as_biencoder`),
+    ``generator`` and ``generator_tokenizer`` (the reader), ``passages`` (dicts with title and
+    text), ``n_docs`` = K. :meth:`fit` embeds the passages (or takes ``embeddings``) and indexes
+    them exactly (``VectorIndex("flat")``). Then, for a batch of B questions:
+
+    - :meth:`retrieve`: the top K passages of each question and their scores s_k = q(x)·e(d_k),
+      computed in torch from the stored vectors, as Hugging Face does;
+    - :meth:`generator_inputs`: ``combined_input(title, text, question)`` for each document,
+      tokenised, ``[B*K, S]``, question b in rows b*K .. b*K+K-1;
+    - :meth:`nll`: -log p(y|x) by :func:`ragtutor.rag.rag_token_nll` or
+      :func:`ragtutor.rag.rag_sequence_nll` from the reader's teacher-forced log-probs;
+    - :meth:`generate`: RAG-Token decoding by :func:`ragtutor.rag.rag_token_beam_search`.
+
+    Learned state: ``embeddings_`` ``[n_passages, hidden]``, ``index_``.
+    """
+
+    def __init__(self, retriever, generator, generator_tokenizer, passages, n_docs=5):
+        self.retriever = retriever
+        self.generator = generator
+        self.generator_tokenizer = generator_tokenizer
+        self.passages = passages
+        self.n_docs = n_docs
+
+    def fit(self, embeddings=None):
+        """Embed the passages with the passage encoder (unless ``embeddings`` are given) and
+        index them. Returns ``self``."""
+        self.biencoder_ = as_biencoder(self.retriever)
+        _check_generator(self.generator, self.generator_tokenizer)
+        self.passages_ = _check_passages(self.passages)
+        self.n_docs_ = _positive_int(self.n_docs, "n_docs")
+        if embeddings is None:
+            embeddings = self.biencoder_.encode_passages(self.passages_)
+        self.embeddings_ = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
+        if len(self.embeddings_) != len(self.passages_):
+            raise ValueError(f"{len(self.embeddings_)} embeddings for {len(self.passages_)} "
+                             "passages: give one vector per passage")
+        self.index_ = VectorIndex("flat").fit(self.embeddings_)
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "index_"):
+            raise ValueError("this CourseRag is not fitted yet: call fit() first")
+
+    @torch.no_grad()
+    def retrieve(self, questions):
+        """``(doc_scores, doc_ids)``: the scores s_k = q(x)·e(d_k) ``[B, K]`` (a float tensor) and
+        the passage indices ``[B, K]`` (an int64 array) of each question's top K passages."""
+        self._check_fitted()
+        questions = _check_questions(questions)
+        biencoder = self.biencoder_
+        was_training = biencoder.training
+        biencoder.eval()
+        q = biencoder.question_vectors(biencoder.tokenize_questions(questions))
+        biencoder.train(was_training)
+        _, doc_ids = self.index_.search(q.numpy(), self.n_docs_)
+        doc_vectors = torch.from_numpy(self.embeddings_[doc_ids])  # [B, K, hidden]
+        return torch.einsum("bh,bkh->bk", q, doc_vectors), doc_ids
+
+    def generator_inputs(self, questions, doc_ids):
+        """The reader's inputs for each question's documents: ``input_ids`` and
+        ``attention_mask``, ``[B*K, S]``, padded to the longest."""
+        questions = _check_questions(questions)
+        sources = [combined_input(self.passages_[d]["title"], self.passages_[d]["text"], q)
+                   for q, ids in zip(questions, doc_ids) for d in ids]
+        batch = self.generator_tokenizer(sources, padding=True, return_tensors="pt")
+        longest = self.generator.config.max_position_embeddings
+        if batch.input_ids.shape[1] > longest:
+            raise ValueError(f"a combined input is {batch.input_ids.shape[1]} tokens long, more "
+                             f"than the reader's max_position_embeddings={longest}")
+        return batch
+
+    def nll(self, questions, answers, variant="token"):
+        """-log p(y|x) for each (question, answer) pair: ``[B]``, with gradients reaching the
+        generator (the retrieval scores come from stored vectors and a frozen question pass).
+
+        ``variant`` "token" (:func:`ragtutor.rag.rag_token_nll`) or "sequence"
+        (:func:`ragtutor.rag.rag_sequence_nll`). The target is y_1 .. y_T </s>: Hugging Face's
+        labels :func:`rag_labels` shifted left, as its ``get_nll`` makes it.
+        """
+        if variant not in ("token", "sequence"):
+            raise ValueError(f"variant must be 'token' or 'sequence', got {variant!r}")
+        questions = _check_questions(questions)
+        answers = _check_questions(answers, "answers")
+        if len(answers) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+        doc_scores, doc_ids = self.retrieve(questions)
+        batch = self.generator_inputs(questions, doc_ids)
+        pad = self.generator_tokenizer.pad_token_id
+        labels = rag_labels(self.generator_tokenizer, answers)
+        target = labels[:, 1:]  # y_1 .. y_T </s>, right-padded
+        decoder_input_ids = labels[:, :-1]  # <s> y_1 .. y_T (a causal decoder ignores what follows)
+        k = self.n_docs_
+        logits = self.generator(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                decoder_input_ids=decoder_input_ids.repeat_interleave(k, dim=0),
+                                use_cache=False).logits
+        logprobs = torch.log_softmax(logits, dim=-1).view(len(questions), k, *logits.shape[1:])
+        nll = rag_token_nll if variant == "token" else rag_sequence_nll
+        return nll(logprobs, doc_scores, target, pad)
+
+    @torch.no_grad()
+    def generate(self, questions, num_beams=1, max_new_tokens=16):
+        """RAG-Token decoding of each question (:func:`ragtutor.rag.rag_token_beam_search` over
+        its top K documents): a list of answer strings."""
+        self._check_fitted()
+        doc_scores, doc_ids = self.retrieve(questions)
+        batch = self.generator_inputs(questions, doc_ids)
+        config = self.generator.config
+        was_training = self.generator.training
+        self.generator.eval()
+        answers = []
+        for b in range(len(doc_ids)):
+            rows = slice(b * self.n_docs_, (b + 1) * self.n_docs_)
+            generator = seq2seq_generator(self.generator, batch.input_ids[rows],
+                                          batch.attention_mask[rows])
+            best = rag_token_beam_search(generator, doc_scores[b], num_beams=num_beams,
+                                         max_new_tokens=max_new_tokens,
+                                         start_id=config.decoder_start_token_id,
+                                         eos_id=config.eos_token_id, pad_id=config.pad_token_id)[0]
+            answers.append(self.generator_tokenizer.decode(list(best.tokens),
+                                                           skip_special_tokens=True).strip())
+        self.generator.train(was_training)
+        return answers
