@@ -301,3 +301,86 @@ def test_a_student_copy_runs_up_to_its_exercises():
                              timeout=600).execute()
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code and all(cell.execution_count for cell in code)
+
+
+# Chapter 06's checks: a right answer passes, each common slip gets its own hint.
+
+def ch06_make_labels(answer_ids, start_id, end_id, pad_id, pad_with=None, start=True, end=True,
+                     left=False):
+    rows = [([start_id] if start else []) + list(ids) + ([end_id] if end else [])
+            for ids in answer_ids]
+    width = max(map(len, rows))
+    fill = pad_id if pad_with is None else pad_with
+    return torch.tensor([[fill] * (width - len(r)) + r if left else r + [fill] * (width - len(r))
+                         for r in rows])
+
+
+@pytest.mark.parametrize("options, hint", [
+    ({}, None),
+    ({"pad_with": -100}, "cannot hold -100"),
+    ({"left": True}, "pad on the right"),
+    ({"start": False}, "begin with the decoder's start token"),
+    ({"end": False}, "end with </s>"),
+])
+def test_ch06_rag_labels(options, hint, capsys):
+    def make_labels(answer_ids, start_id, end_id, pad_id):
+        return ch06_make_labels(answer_ids, start_id, end_id, pad_id, **options)
+
+    if hint is None:
+        exercises.ch06_rag_labels(make_labels)
+        assert capsys.readouterr().out.startswith("✓ Exercise 6.1 passed")
+    else:
+        assert hint in failure_of(exercises.ch06_rag_labels, make_labels)
+
+
+def ch06_token_loss(logits, doc_scores, labels, pad_id, shift=True, mask=True, prior=True,
+                    sequence=False):
+    b, k = doc_scores.shape
+    target = torch.cat([labels[:, 1:], labels.new_full((b, 1), pad_id)], 1) if shift else labels
+    logprobs = torch.log_softmax(logits, -1).view(b, k, *logits.shape[1:])
+    picked = logprobs.gather(-1, target[:, None, :, None].expand(-1, k, -1, 1)).squeeze(-1)
+    real = (target != pad_id) if mask else torch.ones_like(target, dtype=torch.bool)
+    log_prior = torch.log_softmax(doc_scores, 1) if prior else torch.full_like(doc_scores,
+                                                                               -np.log(k))
+    if sequence:
+        return -torch.logsumexp(log_prior + (picked * real[:, None]).sum(-1), 1)
+    mixture = torch.logsumexp(log_prior[:, :, None] + picked, 1)
+    return -(mixture * real).sum(-1)
+
+
+@pytest.mark.parametrize("options, hint", [
+    ({}, None),
+    ({"shift": False}, "shift the labels left"),
+    ({"mask": False}, "leave them out of the sum"),
+    ({"prior": False}, "not uniformly"),
+    ({"sequence": True}, "RAG-Sequence's loss"),
+])
+def test_ch06_rag_token_loss(options, hint, capsys):
+    def rag_token_loss(logits, doc_scores, labels, pad_id):
+        return ch06_token_loss(logits, doc_scores, labels, pad_id, **options)
+
+    if hint is None:
+        exercises.ch06_rag_token_loss(rag_token_loss)
+        assert capsys.readouterr().out.startswith("✓ Exercise 6.2 passed")
+    else:
+        assert hint in failure_of(exercises.ch06_rag_token_loss, rag_token_loss)
+
+
+def test_ch06_rag_token_loss_is_hugging_faces():
+    """The check's written-out loss is RagTokenForGeneration's: equal to chapter 04's
+    rag_token_nll on nll_inputs_from_hf, which tests/test_rag.py checks against Hugging Face."""
+    from ragtutor.rag import nll_inputs_from_hf, rag_token_nll
+
+    for logits, scores, labels in exercises._ch06_problems(0):
+        k = scores.shape[1]
+        logprobs, target = nll_inputs_from_hf(logits, labels, k, 0)
+        np.testing.assert_allclose(exercises._ch06_token_loss(logits, scores, labels),
+                                   rag_token_nll(logprobs, scores, target, 0).numpy(), rtol=1e-10)
+
+
+def test_ch06_checks_report_an_unwritten_function():
+    def unwritten(*args):
+        raise NotImplementedError
+
+    for check_answer in (exercises.ch06_rag_labels, exercises.ch06_rag_token_loss):
+        assert "not written yet" in failure_of(check_answer, unwritten)
