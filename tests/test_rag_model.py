@@ -1,0 +1,239 @@
+"""Chapter 05's package side: RAGModel (retriever + generator trained end to end) and train_rag,
+checked against chapter 04's losses computed by hand from the model's parts."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ragtutor.data import load_passages, load_questions
+from ragtutor.dense import BiEncoder, build_tokenizer
+from ragtutor.generation import build_seq2seq, combined_input, train_tokenizer
+from ragtutor.rag import RAGModel, rag_sequence_nll, rag_token_nll, teacher_forcing, train_rag
+from ragtutor.sparse import BM25Retriever
+
+N_PASSAGES = 40
+
+
+@pytest.fixture(scope="module")
+def parts():
+    """A tiny random bi-encoder and BART over the first 40 passages of the knowledge base."""
+    torch.manual_seed(0)
+    passages = load_passages()[:N_PASSAGES]
+    entities = {p["entity_id"] for p in passages}
+    questions = [q for split in ("train", "dev", "test") for q in load_questions(split)
+                 if q["entity_id"] in entities]
+    bi_tokenizer = build_tokenizer(passages, questions)
+    biencoder = BiEncoder.build(bi_tokenizer, hidden_size=16, layers=1, heads=2,
+                                intermediate_size=32, max_positions=128)
+    texts = [combined_input(p["title"], p["text"], q["question"]) for p in passages
+             for q in questions[:1]] + [q["question"] for q in questions]
+    texts += [a for q in questions for a in q["answers"]]
+    gen_tokenizer = train_tokenizer(texts + [p["text"] for p in passages])
+    generator = build_seq2seq(gen_tokenizer, d_model=16, layers=1, heads=2, ffn_dim=32,
+                              max_positions=128)
+    return biencoder, generator, gen_tokenizer, passages, questions
+
+
+def model_of(parts, **settings):
+    biencoder, generator, tokenizer, passages, _ = parts
+    return RAGModel(biencoder, generator, tokenizer, passages, **settings)
+
+
+def by_hand(model, questions, answers, ids):
+    """Chapter 04's loss from the model's parts, without RAGModel.forward, for the documents
+    ``ids`` [B, K]; also checks that they are a top K of the brute-force scores q(x)·e(d)."""
+    encoder = model.biencoder
+    q = encoder.question_vectors(encoder.tokenize_questions(questions))
+    e = torch.from_numpy(encoder.encode_passages(model.passages))
+    all_scores = (q.detach() @ e.T).numpy()
+    kth_best = np.sort(all_scores, axis=1)[:, -model.n_docs]
+    picked = np.take_along_axis(all_scores, ids.numpy(), axis=1)
+    assert (picked >= kth_best[:, None] - 1e-4).all()  # ties among random vectors may reorder
+    assert (np.diff(picked, axis=1) <= 1e-4).all()     # best first
+    scores = (q[:, None, :] * e[ids]).sum(-1)
+    sources = [combined_input(model.passages[i]["title"], model.passages[i]["text"], question)
+               for question, row in zip(questions, ids.tolist()) for i in row]
+    batch = model.generator_tokenizer(sources, padding=True, return_tensors="pt")
+    answer_ids = [a[1:] for a in model.generator_tokenizer(answers).input_ids]
+    decoder_input_ids, target = teacher_forcing(answer_ids, 1, 0)
+    logits = model.generator(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             decoder_input_ids=decoder_input_ids.repeat_interleave(model.n_docs, 0)
+                             ).logits
+    logprobs = torch.log_softmax(logits, -1).view(len(questions), model.n_docs, *logits.shape[1:])
+    nll = rag_sequence_nll if model.variant == "sequence" else rag_token_nll
+    return nll(logprobs, scores, target, 0)
+
+
+@pytest.mark.parametrize("variant", ["sequence", "token"])
+def test_forward_equals_the_chapter_04_loss_from_the_parts(parts, variant):
+    model = model_of(parts, n_docs=4, variant=variant).eval()
+    questions = [q["question"] for q in parts[4][:6]]
+    answers = [q["answers"][0] for q in parts[4][:6]]
+    out = model(questions, answers)
+    expected = by_hand(model, questions, answers, out["doc_ids"])
+    assert torch.allclose(out["nll"], expected, atol=1e-5)
+    assert torch.isclose(out["loss"], expected.mean(), atol=1e-5)
+
+
+def test_gradients_reach_the_question_encoder_and_generator_not_the_index(parts):
+    biencoder = parts[0]
+    before = {k: v.clone() for k, v in biencoder.state_dict().items()}
+    model = model_of(parts, n_docs=3, train_generator=True)
+    model.train()
+    model([q["question"] for q in parts[4][:4]], [q["answers"][0] for q in parts[4][:4]])[
+        "loss"].backward()
+    question_bert = model.biencoder.question_encoder.question_encoder.bert_model
+    layer = question_bert.encoder.layer[0].attention.self.query.weight
+    assert layer.grad is not None and layer.grad.abs().sum() > 0
+    assert question_bert.embeddings.word_embeddings.weight.grad is None  # frozen by default
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())
+    assert all(p.grad is None for p in model.biencoder.context_encoder.parameters())
+    assert not model.passage_vectors.requires_grad
+    # The caller's bi-encoder is copied, never changed (nor untied).
+    assert biencoder.tied
+    assert all(torch.equal(before[k], v) for k, v in biencoder.state_dict().items())
+
+
+def test_a_frozen_generator_gets_no_gradient(parts):
+    model = model_of(parts, n_docs=3)
+    model.train()
+    model([q["question"] for q in parts[4][:3]], [q["answers"][0] for q in parts[4][:3]])[
+        "loss"].backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert all(not p.requires_grad for p in model.generator.parameters())
+
+
+def test_save_and_load_round_trip(parts, tmp_path):
+    model = model_of(parts, n_docs=3, variant="token").eval()
+    questions = [q["question"] for q in parts[4][:5]]
+    answers = [q["answers"][0] for q in parts[4][:5]]
+    model.save_pretrained(tmp_path / "rag")
+    loaded = RAGModel.from_pretrained(tmp_path / "rag")
+    assert (loaded.n_docs, loaded.variant) == (3, "token")
+    with torch.no_grad():
+        a, b = model(questions, answers), loaded(questions, answers)
+    assert torch.equal(a["doc_ids"], b["doc_ids"])
+    assert torch.allclose(a["nll"], b["nll"], atol=1e-6)
+    assert loaded.generate(questions) == model.generate(questions)
+    assert RAGModel.from_pretrained(tmp_path / "rag", n_docs=2).n_docs == 2
+
+
+def test_loading_a_folder_without_a_model_says_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="rag.json is missing"):
+        RAGModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("variant", ["sequence", "token"])
+def test_batched_decoding_equals_one_question_at_a_time(parts, variant):
+    model = model_of(parts, n_docs=3, variant=variant)
+    questions = [q["question"] for q in parts[4][:7]]
+    assert model.generate(questions, max_new_tokens=5) == [
+        model.generate([q], max_new_tokens=5)[0] for q in questions]
+
+
+def test_rag_sequence_decoding_picks_the_most_likely_candidate(parts):
+    model = model_of(parts, n_docs=3, variant="sequence").eval()
+    question = parts[4][0]["question"]
+    answer_ids, _, _ = model._decode_batch([question], max_new_tokens=6)
+    best = model.generator_tokenizer.decode(answer_ids[0], skip_special_tokens=True)
+    # Every document's own greedy answer is a candidate; none may be more likely than the pick.
+    with torch.no_grad():
+        scores, ids = model.retrieve([question])
+        inputs, mask = model.generator_inputs([question], ids)
+        states = model.generator.get_encoder()(input_ids=inputs, attention_mask=mask)
+        per_doc = model._greedy(states.last_hidden_state, mask, None, 6)
+    texts = {model.generator_tokenizer.decode(a, skip_special_tokens=True) for a in per_doc}
+    if "" in texts or best == "":
+        pytest.skip("an untrained model produced an empty answer")
+    with torch.no_grad():
+        nll = {t: float(model([question], [t])["nll"][0]) for t in texts}
+    assert best in nll
+    assert nll[best] <= min(nll.values()) + 1e-5
+
+
+def test_answer_reports_passages_with_prior_and_posterior(parts):
+    model = model_of(parts, n_docs=4, variant="token")
+    result = model.answer(parts[4][0]["question"])
+    assert len(result["passages"]) == 4
+    assert math.isclose(sum(p["prior"] for p in result["passages"]), 1.0, abs_tol=1e-6)
+    assert math.isclose(sum(p["posterior"] for p in result["passages"]), 1.0, abs_tol=1e-6)
+    for t in range(len(result["tokens"])):
+        assert math.isclose(sum(p["token_posteriors"][t] for p in result["passages"]), 1.0,
+                            abs_tol=1e-6)
+
+
+def test_bad_input_gets_a_clear_error(parts):
+    model = model_of(parts, n_docs=3)
+    with pytest.raises(ValueError, match="is empty"):
+        model(["  "], ["x"])
+    with pytest.raises(ValueError, match="questions is empty"):
+        model.generate([])
+    with pytest.raises(TypeError, match="list of strings"):
+        model.generate("What is the capital of France?")
+    long_question = "What is " + " ".join(["France"] * 150) + "?"
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model.generate([long_question])
+    with pytest.raises(ValueError, match="more than the 40 passages"):
+        model_of(parts, n_docs=41)
+    with pytest.raises(ValueError, match="variant"):
+        model_of(parts, variant="both")
+    with pytest.raises(ValueError, match="non-empty string"):
+        model(["What is the capital of France?"], [""])
+
+
+def test_a_question_too_long_for_the_generator_is_refused(parts):
+    biencoder, generator, tokenizer, passages, _ = parts
+    big = BiEncoder.build(biencoder.tokenizer, hidden_size=16, layers=1, heads=2,
+                          intermediate_size=32, max_positions=512)
+    model = RAGModel(big, generator, tokenizer, passages, n_docs=2)
+    question = "What is " + " ".join(["France"] * 120) + "?"
+    with pytest.raises(ValueError, match="generator's input .* shorten the question"):
+        model.generate([question])
+
+
+def test_bm25_scores_as_document_logits(parts):
+    _, generator, tokenizer, passages, questions = parts
+    bm25 = BM25Retriever().fit([f"{p['title']} {p['text']}" for p in passages])
+    model = RAGModel(bm25, generator, tokenizer, passages, n_docs=3)
+    scores, ids = model.retrieve([questions[0]["question"]])
+    expected_scores, expected_ids = bm25.search([questions[0]["question"]], 3)
+    assert ids.tolist() == expected_ids.tolist()
+    assert np.allclose(scores.numpy(), expected_scores)
+    assert not model.trainable_parameters()
+    with pytest.raises(ValueError, match="nothing to train"):
+        train_rag(model, questions[:4], max_steps=1, progress=False)
+    with pytest.raises(ValueError, match="only a RAGModel with a dense retriever"):
+        model.save_pretrained("unused")
+
+
+def test_train_rag_records_its_history(parts):
+    model = model_of(parts, n_docs=3)
+    train, dev = parts[4][:32], parts[4][32:44]
+    history = train_rag(model, train, max_steps=6, batch_size=4, lr=1e-3, warmup=2, dev=dev,
+                        eval_every=3, log_every=2, progress=False)
+    assert history["step"] == [2, 4, 6]
+    assert [e["step"] for e in history["eval"]] == [0, 3, 6]
+    assert all(math.isfinite(x) for x in history["loss"])
+    assert {"em", "f1", "recall@1", "recall@3", "n"} <= set(history["eval"][0])
+    assert history["eval"][0]["n"] == 12
+    assert not model.training
+
+
+def test_reindexing_follows_a_training_passage_encoder(parts):
+    model = model_of(parts, n_docs=3, train_context_encoder=True)
+    before = model.passage_vectors.clone()
+    history = train_rag(model, parts[4][:16], max_steps=4, batch_size=4, lr=1e-2, warmup=1,
+                        reindex_every=2, progress=False)
+    assert len(history["reindex_seconds"]) == 2
+    assert not torch.allclose(before, model.passage_vectors)
+    fresh = model.biencoder.encode_passages(model.passages)
+    assert np.allclose(fresh, model.passage_vectors.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="train_context_encoder=True"):
+        train_rag(model_of(parts, n_docs=3), parts[4][:4], max_steps=1, reindex_every=1,
+                  progress=False)
+
+
+def test_train_rag_needs_a_stopping_rule(parts):
+    with pytest.raises(ValueError, match="max_steps or max_seconds"):
+        train_rag(model_of(parts), parts[4][:4], progress=False)
