@@ -2,8 +2,9 @@
 
 Each module holds one idea that a chapter builds in plain code first and later chapters reuse:
 ``text`` and ``metrics`` (every chapter), ``data`` and ``kb`` (the knowledge base), ``sparse``
-(chapter 01), ``generation`` (chapter 03), ``exercises`` (self-checks), ``testing`` and ``netguard``
-(the offline test harness).
+(chapter 01), ``dense`` and ``index`` (chapter 02), ``generation`` (chapter 03), ``rag`` (chapters
+04 and 05), ``hf`` (chapter 06), ``exercises`` (self-checks), ``testing`` and ``netguard`` (the
+offline test harness).
 """
 from ragtutor.utils import check_environment, set_seed
 
