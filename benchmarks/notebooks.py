@@ -136,13 +136,14 @@ def table(notebooks, thread_counts, results, repeat, complete):
     return "\n".join(lines), within_all
 
 
-def write_section(path, section):
-    """Put ``section`` between the markers in ``path``, keeping everything outside them."""
-    block = f"{BEGIN}\n{section}\n{END}"
+def write_section(path, section, begin=BEGIN, end=END):
+    """Put ``section`` between the markers ``begin`` and ``end`` in ``path`` (by default the
+    notebooks section's), keeping everything outside them."""
+    block = f"{begin}\n{section}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + block + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)

@@ -50,7 +50,8 @@ from ragtutor.sparse import BM25Retriever, top_k
 
 __all__ = ["POOLINGS", "build_tokenizer", "BiEncoder", "in_batch_negatives_loss",
            "training_examples", "bm25_hard_negatives", "biencoder_batches", "train_biencoder",
-           "DenseRetriever", "reciprocal_rank_fusion", "HybridRetriever", "evaluate_retriever"]
+           "cold_question_encoder", "train_question_encoder", "DenseRetriever",
+           "reciprocal_rank_fusion", "HybridRetriever", "evaluate_retriever"]
 
 POOLINGS = ("first", "mean")
 _CONFIG_FILE = "biencoder.json"
@@ -449,6 +450,77 @@ def train_biencoder(model, batches, lr=1e-3, warmup=200, max_steps=None, max_sec
         bar.close()
     model.eval()
     return history
+
+
+def cold_question_encoder(model, seed=0):
+    """An untied copy of ``model`` (a :class:`BiEncoder`) whose question encoder has fresh random
+    Transformer layers: it keeps the trained embeddings (word, position, their layer norm) and the
+    passage encoder, so its passage index is the trained one, but its question vectors point
+    nowhere. Chapter 05's cold start; :func:`train_question_encoder` warms it up."""
+    if not isinstance(model, BiEncoder):
+        raise TypeError(f"model must be a BiEncoder, got {type(model).__name__}")
+    cold = copy.deepcopy(model).untie()
+    torch.manual_seed(seed)
+    fresh = DPRQuestionEncoder(cold.question_encoder.config)
+    old = cold.question_encoder.question_encoder.bert_model
+    fresh.question_encoder.bert_model.embeddings.load_state_dict(old.embeddings.state_dict())
+    cold.question_encoder = fresh
+    return cold.eval()
+
+
+def train_question_encoder(model, passages, questions, max_steps, lr=1e-3, batch_size=16, seed=0,
+                           freeze_embeddings=True):
+    r"""Train ``model``'s question encoder alone, with retrieval labels, against its frozen passage
+    index: for each question the loss is the cross-entropy of its gold passage among *all*
+    ``passages`` (scores q(x)·e(d) for every d, the e(d) computed once and fixed). The passage
+    encoder must be untied (:meth:`BiEncoder.untie`) so that it stays as it is.
+
+    ``questions`` are dicts with ``question`` and ``passage_id``; batches of ``batch_size`` are
+    drawn at random (with ``seed``) for ``max_steps`` steps of AdamW at ``lr``; the question
+    encoder's word embeddings stay frozen unless ``freeze_embeddings=False``. Chapter 05 makes a
+    *weak* start this way (a few dozen steps). Returns the loss of every step.
+    """
+    if not isinstance(model, BiEncoder):
+        raise TypeError(f"model must be a BiEncoder, got {type(model).__name__}")
+    if model.tied:
+        raise ValueError("the encoders are tied, so training the question encoder would move the "
+                         "passage index too: call model.untie() first")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    questions = list(questions)
+    if not questions:
+        raise ValueError("no training questions")
+    pairs = _as_pairs(passages)
+    if not all(isinstance(p, Mapping) and "id" in p for p in passages):
+        raise ValueError("passages must be dicts with 'id', 'title' and 'text': the questions name "
+                         "their gold passage by id")
+    position = {p["id"]: i for i, p in enumerate(passages)}
+    missing = [q["passage_id"] for q in questions if q["passage_id"] not in position]
+    if missing:
+        raise ValueError(f"{len(missing)} questions have a gold passage that is not among the "
+                         f"passages, e.g. {missing[0]!r}: pass the corpus the questions were "
+                         "written for")
+    index = torch.from_numpy(model.encode_passages(pairs))  # [N, H], fixed
+    encoder = model.question_encoder
+    for p in encoder.parameters():
+        p.requires_grad_(True)
+    if freeze_embeddings:
+        encoder.question_encoder.bert_model.embeddings.word_embeddings.weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=lr)
+    rng = random.Random(seed)
+    losses = []
+    model.train()
+    for _ in range(max_steps):
+        batch = [questions[rng.randrange(len(questions))] for _ in range(batch_size)]
+        q = model.question_vectors(model.tokenize_questions([x["question"] for x in batch]))
+        gold = torch.tensor([position[x["passage_id"]] for x in batch])
+        loss = F.cross_entropy(q @ index.T, gold)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
 
 
 def _log(history, step, losses, seconds):

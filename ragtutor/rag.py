@@ -878,19 +878,25 @@ class RAGModel(torch.nn.Module):
         </s> (or cut at ``max_new_tokens``)."""
         config = self.generator.config
         start, eos, pad = config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
-        rows = encoder_states.shape[0] // (self.n_docs if prior is not None else 1)
+        k = self.n_docs if prior is not None else 1
+        rows = encoder_states.shape[0] // k
         prefix = torch.full((rows, 1), start, dtype=torch.long)
         done = torch.zeros(rows, dtype=torch.bool)
         for _ in range(max_new_tokens):
-            inputs = prefix.repeat_interleave(self.n_docs, 0) if prior is not None else prefix
-            logits = self.generator(encoder_outputs=(encoder_states,), attention_mask=attention_mask,
-                                    decoder_input_ids=inputs, use_cache=False).logits[:, -1]
+            # Only the unfinished rows are decoded: a finished row only appends padding.
+            active = (~done).nonzero().squeeze(1)
+            states = (active[:, None] * k + torch.arange(k)).flatten()
+            logits = self.generator(encoder_outputs=(encoder_states[states],),
+                                    attention_mask=attention_mask[states],
+                                    decoder_input_ids=prefix[active].repeat_interleave(k, 0),
+                                    use_cache=False).logits[:, -1]
             logprobs = torch.log_softmax(logits.double(), dim=-1)
             if prior is not None:
-                logprobs = torch.logsumexp(prior[:, :, None].double()
-                                           + logprobs.view(rows, self.n_docs, -1), dim=1)
+                logprobs = torch.logsumexp(prior[active, :, None].double()
+                                           + logprobs.view(len(active), k, -1), dim=1)
             logprobs[:, pad] = -math.inf
-            token = logprobs.argmax(-1).masked_fill(done, pad)
+            token = torch.full((rows,), pad, dtype=torch.long)
+            token[active] = logprobs.argmax(-1)
             prefix = torch.cat([prefix, token[:, None]], dim=1)
             done |= token == eos
             if done.all():
@@ -1060,24 +1066,35 @@ def _checked_passages(passages):
 
 
 def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16, lr=5e-4,
-              warmup=20, weight_decay=0.0, dev=None, eval_every=None, reindex_every=None, seed=0,
-              log_every=10, progress=True):
+              warmup=20, schedule="constant", weight_decay=0.0, dev=None, eval_every=None,
+              keep_best=None, reindex_every=None, seed=0, log_every=10, progress=True):
     """Train a :class:`RAGModel` by its marginal likelihood on question dicts (``question`` and
     ``answers``; the first answer is the target). Uses no retrieval labels.
 
     AdamW on the model's trainable parameters, the learning rate rising linearly over ``warmup``
-    steps. Stops after ``max_steps`` steps or ``max_seconds`` of training (one is required). Every
-    ``eval_every`` steps, ``model.evaluate(dev)`` (exact match, F1, Recall@1/@K), not counted as
-    training time; step 0 is evaluated too. Every ``reindex_every`` steps (only when the passage
-    encoder trains) the corpus is re-encoded and the index rebuilt, its cost recorded.
+    steps, then constant (``schedule="constant"``) or falling linearly to 0 at ``max_steps``
+    (``schedule="linear"``, which needs ``max_steps``). Stops after ``max_steps`` steps or
+    ``max_seconds`` of training (one is required). Every ``eval_every`` steps,
+    ``model.evaluate(dev)`` (exact match, F1, Recall@1/@K), not counted as training time; step 0 is
+    evaluated too. ``keep_best`` (a metric name such as ``"recall@1"``) puts back, at the end, the
+    weights of the evaluation where that metric was highest, the latest on a tie (early stopping on
+    dev). Every ``reindex_every`` steps (only when the passage encoder trains) the corpus is
+    re-encoded and the index rebuilt, its cost recorded.
 
     Returns the history: ``step``, ``loss`` (mean over each ``log_every`` steps), ``seconds``,
-    ``eval`` (a list of dicts with ``step`` and the metrics) and ``reindex_seconds``.
+    ``eval`` (a list of dicts with ``step`` and the metrics), ``reindex_seconds`` and, with
+    ``keep_best``, ``best_step``.
     """
     if max_steps is None and max_seconds is None:
         raise ValueError("give max_steps or max_seconds, or training would never stop")
     if (dev is None) != (eval_every is None):
         raise ValueError("dev and eval_every go together: give both or neither")
+    if schedule not in ("constant", "linear"):
+        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+    if schedule == "linear" and max_steps is None:
+        raise ValueError("schedule='linear' decays to 0 at max_steps: give max_steps")
+    if keep_best is not None and dev is None:
+        raise ValueError("keep_best chooses among dev evaluations: give dev and eval_every too")
     if reindex_every is not None and not model.train_context_encoder:
         raise ValueError("reindex_every needs a model whose passage encoder trains "
                          "(train_context_encoder=True): a frozen encoder's index never goes stale")
@@ -1094,10 +1111,19 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     rng = random.Random(seed)
     history = {"step": [], "loss": [], "seconds": [], "eval": [], "reindex_seconds": []}
 
+    best = {"value": -math.inf, "state": None}
+
     def evaluate(step, trained):
         metrics = model.evaluate(dev)
         metrics.pop("predictions")
         history["eval"].append({"step": step, "seconds": trained, **metrics})
+        if keep_best is not None:
+            if keep_best not in metrics:
+                raise ValueError(f"keep_best={keep_best!r} is not one of the metrics "
+                                 f"{sorted(metrics)}")
+            if metrics[keep_best] >= best["value"]:  # on a tie, the later weights
+                best["value"], best["step"] = metrics[keep_best], step
+                best["state"] = copy.deepcopy(model.state_dict())
 
     if dev is not None:
         evaluate(0, 0.0)
@@ -1112,8 +1138,11 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
             order += rng.sample(range(len(questions)), len(questions))
         batch, order = [questions[i] for i in order[:batch_size]], order[batch_size:]
         start = time.perf_counter()
+        rate = lr * min(1.0, (step + 1) / max(1, warmup))
+        if schedule == "linear" and step >= warmup:
+            rate = lr * max(0.0, (max_steps - step) / max(1, max_steps - warmup))
         for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+            group["lr"] = rate
         loss = model([q["question"] for q in batch], [q["answers"][0] for q in batch])["loss"]
         optimizer.zero_grad()
         loss.backward()
@@ -1143,6 +1172,11 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
         history["seconds"].append(trained)
     if dev is not None and history["eval"][-1]["step"] != step:
         evaluate(step, trained)
+    if keep_best is not None:
+        model.load_state_dict(best["state"])
+        if model.dense:  # the index must hold the restored passage vectors
+            model.index.fit(model.passage_vectors.numpy())
+        history["best_step"] = best["step"]
     if bar is not None:
         bar.close()
     model.eval()

@@ -1,4 +1,5 @@
 """Exercises: the self-check helpers, and student copies without the worked solutions."""
+import math
 import re
 from pathlib import Path
 
@@ -383,4 +384,81 @@ def test_ch06_checks_report_an_unwritten_function():
         raise NotImplementedError
 
     for check_answer in (exercises.ch06_rag_labels, exercises.ch06_rag_token_loss):
+        assert "not written yet" in failure_of(check_answer, unwritten)
+
+
+# Chapter 05's checks.
+
+def ch05_gradient(answer_logliks, doc_scores, sign=1, mean=True, prior=True):
+    log_prior = torch.log_softmax(doc_scores, 1)
+    posterior = torch.softmax((log_prior if prior else 0) + answer_logliks, 1)
+    gradient = sign * (log_prior.exp() - posterior)
+    return gradient / len(doc_scores) if mean else gradient
+
+
+@pytest.mark.parametrize("options, hint", [
+    ({}, None),
+    ({"sign": -1}, "the sign flips"),
+    ({"mean": False}, "divide by B"),
+    ({"prior": False}, "weighs each document's likelihood by its prior"),
+])
+def test_ch05_retriever_gradient(options, hint, capsys):
+    def retriever_gradient(answer_logliks, doc_scores):
+        return ch05_gradient(answer_logliks, doc_scores, **options)
+
+    if hint is None:
+        exercises.ch05_retriever_gradient(retriever_gradient)
+        assert capsys.readouterr().out.startswith("✓ Exercise 5.1 passed")
+    else:
+        assert hint in failure_of(exercises.ch05_retriever_gradient, retriever_gradient)
+
+
+def test_ch05_retriever_gradient_is_the_rag_models():
+    """The check's gradient is what RAGModel's loss sends to its scores: chapter 04's
+    rag_sequence_nll, batch mean, differentiated by autograd."""
+    from ragtutor.rag import rag_sequence_nll
+
+    for lp, scores in exercises._ch05_gradient_problems(0):
+        b, k = scores.shape
+        logprobs = torch.full((b, k, 1, 3), -math.inf, dtype=torch.float64)
+        logprobs[:, :, 0, 2] = lp  # one-token answers (token 2) with log-likelihood lp,
+        logprobs[:, :, 0, 1] = torch.log1p(-lp.exp())  # the rest of the mass on token 1
+        s = scores.clone().requires_grad_(True)
+        rag_sequence_nll(logprobs, s, torch.full((b, 1), 2), 0).mean().backward()
+        np.testing.assert_allclose(exercises._ch05_gradient(lp, scores), s.grad.numpy(),
+                                   rtol=1e-10)
+
+
+def ch05_stale(question_vectors, old, new, k, ordered=False, top_one=False, count=False):
+    k = 1 if top_one else k
+    old_top = np.argsort(-(question_vectors @ old.T), axis=1)[:, :k]
+    new_top = np.argsort(-(question_vectors @ new.T), axis=1)[:, :k]
+    same = [(list(a) == list(b)) if ordered else (set(a) == set(b))
+            for a, b in zip(old_top, new_top)]
+    changed = len(same) - sum(same)
+    return changed if count else changed / len(same)
+
+
+@pytest.mark.parametrize("options, hint", [
+    ({}, None),
+    ({"ordered": True}, "compare the top-k *sets*"),
+    ({"top_one": True}, "not only the best one"),
+    ({"count": True}, "not the count"),
+])
+def test_ch05_stale_top_k(options, hint, capsys):
+    def stale_top_k(question_vectors, old_vectors, new_vectors, k):
+        return ch05_stale(question_vectors, old_vectors, new_vectors, k, **options)
+
+    if hint is None:
+        exercises.ch05_stale_top_k(stale_top_k)
+        assert capsys.readouterr().out.startswith("✓ Exercise 5.2 passed")
+    else:
+        assert hint in failure_of(exercises.ch05_stale_top_k, stale_top_k)
+
+
+def test_ch05_checks_report_an_unwritten_function():
+    def unwritten(*args):
+        raise NotImplementedError
+
+    for check_answer in (exercises.ch05_retriever_gradient, exercises.ch05_stale_top_k):
         assert "not written yet" in failure_of(check_answer, unwritten)
