@@ -13,7 +13,8 @@ with random weights, so that chapter 06 can hand them to ``RagRetriever``/``RagT
 unchanged. Trained from scratch on a CPU, two *separate* encoders learn nothing in minutes (the
 loss stays at chance); one encoder *shared* by questions and passages (tied weights) learns, so
 training starts tied and :meth:`BiEncoder.untie` gives each side its own copy afterwards (chapter
-05 trains the question encoder alone against a frozen passage index).
+05 trains the question encoder alone against a frozen passage index, starting from
+:func:`cold_question_encoder`, optionally warmed up with labels by :func:`train_question_encoder`).
 
 Training (:func:`train_biencoder`) minimises the in-batch-negatives loss
 (:func:`in_batch_negatives_loss`): in a batch of B questions with their gold passages, every other

@@ -683,6 +683,9 @@ def _check_questions(questions, what="questions"):
     return questions
 
 
+_RESCORE_ROWS = 256  # (candidate, document) pairs scored per forward pass in RAG-Sequence decoding
+
+
 class RAGModel(torch.nn.Module):
     """Retriever + generator, trained end to end by the RAG marginal likelihood (chapter 05).
 
@@ -924,10 +927,17 @@ class RAGModel(torch.nn.Module):
         decoder_input_ids, target = teacher_forcing([candidates[b][c] for b, c, _ in pairs],
                                                     config.decoder_start_token_id, config.pad_token_id)
         rows = torch.tensor([b * k + d for b, _, d in pairs])
-        logits = self.generator(encoder_outputs=(states[rows],), attention_mask=attention_mask[rows],
-                                decoder_input_ids=decoder_input_ids, use_cache=False).logits
-        scored = token_logprobs(torch.log_softmax(logits.double(), -1)[:, None], target,
-                                config.pad_token_id)[:, 0].sum(-1)
+        scored = []
+        # In chunks: the log-probs of every (candidate, document) pair at once, [pairs, T, V] in
+        # float64, would take over a gigabyte for 64 questions.
+        for c in range(0, len(pairs), _RESCORE_ROWS):
+            part = slice(c, c + _RESCORE_ROWS)
+            logits = self.generator(encoder_outputs=(states[rows[part]],),
+                                    attention_mask=attention_mask[rows[part]],
+                                    decoder_input_ids=decoder_input_ids[part], use_cache=False).logits
+            scored.append(token_logprobs(torch.log_softmax(logits.double(), -1)[:, None],
+                                         target[part], config.pad_token_id)[:, 0].sum(-1))
+        scored = torch.cat(scored)
         answers, n = [], 0
         for b, cands in enumerate(candidates):
             table = scored[n:n + len(cands) * k].view(len(cands), k)
