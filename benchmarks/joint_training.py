@@ -44,12 +44,19 @@ LIVE_RUN = {"variant": "token", "n_docs": 5, "steps": 200, "lr": 5e-4, "warmup":
             "batch_size": 16, "eval_every": 50, "dev": "every third dev question"}
 
 
-def live_run(weak_steps, seed, retriever, reader, tokenizer, passages, train, dev):
-    """One start and seed: the evaluations of the live run."""
+def make_start(retriever, passages, train, weak_steps, seed):
+    """Chapter 02's bi-encoder with fresh question-encoder layers and ``weak_steps`` labelled
+    steps against its frozen index (0: the cold start), as in ``scripts/train_rag.py``."""
     set_seed(seed)
     start = cold_question_encoder(retriever, seed=seed)
     if weak_steps:
         train_question_encoder(start, passages, train, weak_steps, seed=seed)
+    return start
+
+
+def live_run(weak_steps, seed, retriever, reader, tokenizer, passages, train, dev):
+    """One start and seed: the evaluations of the live run."""
+    start = make_start(retriever, passages, train, weak_steps, seed)
     model = RAGModel(start, reader, tokenizer, passages, n_docs=LIVE_RUN["n_docs"],
                      variant=LIVE_RUN["variant"])
     history = train_rag(model, train, max_steps=LIVE_RUN["steps"], lr=LIVE_RUN["lr"],
@@ -155,9 +162,7 @@ def main(argv=None):
     retriever = BiEncoder.from_pretrained(ROOT / "checkpoints" / "retriever")
     reader, tokenizer, _ = load_checkpoint("reader")
     if args.report:
-        set_seed(0)
-        weak = cold_question_encoder(retriever, seed=0)
-        train_question_encoder(weak, passages, train, 75, seed=0)
+        weak = make_start(retriever, passages, train, weak_steps=75, seed=0)
         report(args.out, passages, load_questions("test"), retriever, weak, reader, tokenizer)
         return
     runs, began = [], time.perf_counter()
