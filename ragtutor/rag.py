@@ -1077,7 +1077,8 @@ def _checked_passages(passages):
 
 def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16, lr=5e-4,
               warmup=20, schedule="constant", weight_decay=0.0, dev=None, eval_every=None,
-              keep_best=None, reindex_every=None, seed=0, log_every=10, progress=True):
+              keep_best=None, reindex_every=None, seed=0, log_every=10, stop_after=None,
+              progress=True):
     """Train a :class:`RAGModel` by its marginal likelihood on question dicts (``question`` and
     ``answers``; the first answer is the target). Uses no retrieval labels.
 
@@ -1089,7 +1090,9 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     evaluated too. ``keep_best`` (a metric name such as ``"recall@1"``) puts back, at the end, the
     weights of the evaluation where that metric was highest, the latest on a tie (early stopping on
     dev). Every ``reindex_every`` steps (only when the passage encoder trains) the corpus is
-    re-encoded and the index rebuilt, its cost recorded.
+    re-encoded and the index rebuilt, its cost recorded. ``stop_after`` ends training after that
+    many steps of the run that ``max_steps`` describes, its schedule unchanged: the start of a
+    longer run, as the tests that reproduce a recorded run use it.
 
     Returns the history: ``step``, ``loss`` (mean over each ``log_every`` steps), ``seconds``,
     ``eval`` (a list of dicts with ``step`` and the metrics), ``reindex_seconds`` and, with
@@ -1103,6 +1106,9 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
         raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     if schedule == "linear" and max_steps is None:
         raise ValueError("schedule='linear' decays to 0 at max_steps: give max_steps")
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
+                                   or stop_after < 1):
+        raise ValueError(f"stop_after must be a positive number of steps, got {stop_after!r}")
     if keep_best is not None and dev is None:
         raise ValueError("keep_best chooses among dev evaluations: give dev and eval_every too")
     if reindex_every is not None and not model.train_context_encoder:
@@ -1143,7 +1149,9 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
         bar = tqdm(total=max_steps, desc="joint training", leave=False)
     order, trained, running, step = [], 0.0, [], 0
     model.train()
-    while (max_steps is None or step < max_steps) and (max_seconds is None or trained < max_seconds):
+    limits = [n for n in (max_steps, stop_after) if n is not None]
+    last = min(limits) if limits else None
+    while (last is None or step < last) and (max_seconds is None or trained < max_seconds):
         if len(order) < batch_size:
             order += rng.sample(range(len(questions)), len(questions))
         batch, order = [questions[i] for i in order[:batch_size]], order[batch_size:]

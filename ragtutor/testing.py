@@ -9,6 +9,10 @@ What the plugin does for every test run:
   Python process pytest starts installs the guard too. nbval launches each notebook's kernel with
   this process's environment, so this is how the guard reaches the kernels — a plugin that only
   patches this process's sockets would not;
+- under pytest-xdist (``-n``, as pyproject.toml asks), gives each worker one thread: it sets
+  ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` to 1, which the notebook
+  kernels it starts inherit, and calls ``torch.set_num_threads(1)`` in the worker itself. Two
+  workers on two cores then share the machine instead of fighting over it;
 - finds nbval's sanitize file from any working directory.
 
 :class:`CurrentEnvNotebookClient` executes a notebook the way nbval does, for the tests and the
@@ -24,10 +28,12 @@ from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 
 from ragtutor import netguard
 
-__all__ = ["OFFLINE_ENV", "SITE_DIR", "CurrentEnvNotebookClient"]
+__all__ = ["OFFLINE_ENV", "SITE_DIR", "WORKER_THREAD_ENV", "CurrentEnvNotebookClient"]
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "RAGTUTOR_BLOCK_NETWORK": "1"}
+# One thread for each pytest-xdist worker and everything it starts.
+WORKER_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 SITE_DIR = Path(__file__).resolve().parent / "netguard_site"
 
 # The variables as they were before the run, restored at its end (pytest may run in-process).
@@ -40,10 +46,18 @@ def pytest_load_initial_conftests(early_config, parser, args):
     if not (SITE_DIR / "sitecustomize.py").is_file():
         raise pytest.UsageError(f"{SITE_DIR / 'sitecustomize.py'} is missing, so notebook kernels "
                                 "would run with the network open. Reinstall with: pip install -e .")
-    paths = [str(SITE_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    for name, value in {**OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(paths)}.items():
+    paths = [str(SITE_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                               if p and p != str(SITE_DIR)]
+    variables = {**OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(paths)}
+    worker = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    if worker:
+        variables.update(WORKER_THREAD_ENV)
+    for name, value in variables.items():
         _saved_env[name] = os.environ.get(name)
         os.environ[name] = value
+    if worker:
+        import torch
+        torch.set_num_threads(1)
     netguard.install()
 
 

@@ -75,13 +75,19 @@ def build_tokenizer(entities, passages, splits, config, seed, max_positions):
     return tokenizer, longest
 
 
+def _steps(config, stop_after):
+    return config["steps"] if stop_after is None else min(config["steps"], stop_after)
+
+
 def _scores(model, tokenizer, sources, questions, prefix, num_beams=1):
     result, _ = evaluate_qa(model, tokenizer, sources, questions, num_beams=num_beams)
     return {f"{prefix}_em": result["em"], f"{prefix}_f1": result["f1"]}
 
 
-def train_reader(tokenizer, passages, splits, config, model_config, seed, examples):
-    """Train a reader on ``examples``, an iterator of (sources, targets) batches.
+def train_reader(tokenizer, passages, splits, config, model_config, seed, examples,
+                 stop_after=None):
+    """Train a reader on ``examples``, an iterator of (sources, targets) batches (``stop_after``:
+    only the first that many of the configured steps; the schedule does not depend on the total).
 
     Returns (model, history, metrics). The metrics: exact match and F1 with the gold passage on
     each split (greedy decoding, and 4 beams on test); exact match on the test questions whose
@@ -101,7 +107,7 @@ def train_reader(tokenizer, passages, splits, config, model_config, seed, exampl
             yield sources, targets
 
     history = train_seq2seq(model, tokenizer, batches(), lr=config["lr"], warmup=config["warmup"],
-                            max_steps=config["steps"], eval_every=config["eval_every"],
+                            max_steps=_steps(config, stop_after), eval_every=config["eval_every"],
                             evaluate=lambda m: _scores(m, tokenizer, dev_sources, splits["dev"],
                                                        "dev"))
     metrics = {}
@@ -122,8 +128,9 @@ def train_reader(tokenizer, passages, splits, config, model_config, seed, exampl
     return model, history, metrics
 
 
-def train_closed_book(tokenizer, entities, splits, config, model_config, seed):
-    """Train the closed-book model on training entities' true facts.
+def train_closed_book(tokenizer, entities, splits, config, model_config, seed, stop_after=None):
+    """Train the closed-book model on training entities' true facts (``stop_after`` as for
+    :func:`train_reader`).
 
     Returns (model, history, metrics): exact match and F1 on the questions it was trained on, on
     dev and on test.
@@ -134,7 +141,7 @@ def train_closed_book(tokenizer, entities, splits, config, model_config, seed):
     followed = train[::5]  # a fifth of the training questions, to follow memorisation cheaply
     history = train_seq2seq(
         model, tokenizer, closed_book_batches(train, config["batch_size"], seed=seed),
-        lr=config["lr"], warmup=config["warmup"], max_steps=config["steps"],
+        lr=config["lr"], warmup=config["warmup"], max_steps=_steps(config, stop_after),
         eval_every=config["eval_every"],
         evaluate=lambda m: _scores(m, tokenizer, [q["question"] for q in followed], followed,
                                    "train_sample"))
@@ -145,11 +152,12 @@ def train_closed_book(tokenizer, entities, splits, config, model_config, seed):
     return model, history, metrics
 
 
-def record(config, threads, tokenizer, longest, model, history, metrics, seconds, argv):
+def record(config, threads, tokenizer, longest, model, history, metrics, seconds, argv,
+           stop_after=None):
     """What training.json holds: how the model was made and what it reached."""
     return {
         "command": " ".join(["python scripts/train_generation.py", *argv]),
-        "seed": config["seed"], "threads": threads, "config": config,
+        "seed": config["seed"], "threads": threads, "stop_after": stop_after, "config": config,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__,
                      "tokenizers": tokenizers.__version__},
@@ -168,6 +176,11 @@ def main(argv=None):
                         help="folder for reader/ and closed_book/ (default: checkpoints/)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1, as the committed checkpoints were trained)")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop each model after N steps of its configured run (its start, to "
+                             "compare with a recorded run's history; tests/test_generation.py does)")
+    parser.add_argument("--only", choices=("reader", "closed_book"),
+                        help="train one of the two models (default: both)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
@@ -181,11 +194,13 @@ def main(argv=None):
     jobs = {
         "reader": lambda: train_reader(
             tokenizer, passages, splits, config["reader"], config["model"], seed,
-            reader_batches(entities, config["reader"]["batch_size"], seed)),
+            reader_batches(entities, config["reader"]["batch_size"], seed), args.stop_after),
         "closed_book": lambda: train_closed_book(tokenizer, entities, splits, config["closed_book"],
-                                                 config["model"], seed),
+                                                 config["model"], seed, args.stop_after),
     }
     for name, train in jobs.items():
+        if args.only not in (None, name):
+            continue
         start = time.perf_counter()
         model, history, metrics = train()
         seconds = time.perf_counter() - start
@@ -195,7 +210,7 @@ def main(argv=None):
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         entry = record(config, args.threads, tokenizer, longest, model, history, metrics, seconds,
-                       argv)
+                       argv, args.stop_after)
         (folder / "training.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 

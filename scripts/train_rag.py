@@ -65,8 +65,10 @@ def metrics(model, questions):
     return {k: round(v, 4) for k, v in result.items()}
 
 
-def run(variant, seed, retriever, reader, tokenizer, passages, splits, config=CONFIG):
-    """One seed of one variant: (trained RAGModel, record)."""
+def run(variant, seed, retriever, reader, tokenizer, passages, splits, config=CONFIG,
+        stop_after=None):
+    """One seed of one variant: (trained RAGModel, record). ``stop_after`` ends joint training
+    after that many of its configured steps, the learning-rate schedule unchanged."""
     set_seed(seed)
     start = weak_start(retriever, passages, splits["train"], seed, config)
     model = RAGModel(start, reader, tokenizer, passages, n_docs=config["n_docs"], variant=variant)
@@ -75,7 +77,8 @@ def run(variant, seed, retriever, reader, tokenizer, passages, splits, config=CO
     history = train_rag(model, splits["train"], max_steps=j["steps"], batch_size=j["batch_size"],
                         lr=j["lr"], warmup=j["warmup"], schedule=j["schedule"],
                         dev=splits["dev"][::3], eval_every=j["eval_every"],
-                        keep_best=j["keep_best"], seed=seed, progress=False)
+                        keep_best=j["keep_best"], seed=seed, stop_after=stop_after,
+                        progress=False)
     after = {split: metrics(model, splits[split]) for split in ("dev", "test")}
     return model, {"seed": seed, "weak_start": before, "trained": after,
                    "best_step": history["best_step"],
@@ -97,6 +100,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, help=f"default {CONFIG['joint']['steps']}")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; the recorded metrics were reached with 1")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop joint training after N of its steps, the schedule unchanged (the "
+                             "start of the run, to compare with a recorded history; "
+                             "tests/test_rag_model.py does)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = copy.deepcopy(CONFIG)
@@ -110,7 +117,7 @@ def main(argv=None):
         start, runs, saved = time.perf_counter(), [], None
         for seed in args.seeds:
             model, record = run(variant, seed, retriever, reader, tokenizer, passages, splits,
-                                config)
+                                config, args.stop_after)
             runs.append(record)
             print(f"{variant} seed {seed}: best step {record['best_step']}; test "
                   + ", ".join(f"{k} {record['weak_start']['test'][k]:.3f} -> "
@@ -120,7 +127,7 @@ def main(argv=None):
         out = args.out / f"rag_{variant}"
         saved.biencoder.save_pretrained(out)
         record = {"command": " ".join(["python scripts/train_rag.py", *argv]),
-                  "threads": args.threads,
+                  "threads": args.threads, "stop_after": args.stop_after,
                   "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                "transformers": transformers.__version__,
                                "tokenizers": tokenizers.__version__},

@@ -80,14 +80,17 @@ def rounded(metrics):
                     for subset, row in subsets.items()} for split, subsets in metrics.items()}
 
 
-def train(config, progress=False):
-    """Build the data and the model, train, evaluate: (model, record)."""
+def train(config, progress=False, stop_after=None):
+    """Build the data and the model, train, evaluate: (model, record). ``stop_after`` ends
+    training after that many of the configured steps (the schedule does not depend on the total,
+    so this is the start of the full run)."""
     seed = set_seed(config["seed"])
     tokenizer, examples, negatives, passages, splits = build_data(config, seed)
     model = BiEncoder.build(tokenizer, **config["model"])
     t = config["training"]
     batches = biencoder_batches(examples, t["batch_size"], seed=seed, hard_negatives=negatives)
-    history = train_biencoder(model, batches, lr=t["lr"], warmup=t["warmup"], max_steps=t["steps"],
+    steps = t["steps"] if stop_after is None else min(t["steps"], stop_after)
+    history = train_biencoder(model, batches, lr=t["lr"], warmup=t["warmup"], max_steps=steps,
                               evaluate=lambda m: dev_recall(m, passages, splits["dev"]),
                               eval_every=t["eval_every"], progress=progress)
     dense = DenseRetriever(model).fit(passages)
@@ -115,6 +118,9 @@ def main(argv=None):
                         help="torch threads; the recorded metrics were reached with 1")
     parser.add_argument("--seed", type=int, help=f"default {CONFIG['seed']}")
     parser.add_argument("--steps", type=int, help=f"default {CONFIG['training']['steps']}")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop after N steps of the configured run (its start, to compare with "
+                             "a recorded run's history; tests/test_dense.py does)")
     parser.add_argument("--hard-negatives", type=int, choices=(0, 1),
                         help="BM25 hard negatives per question (default 1)")
     parser.add_argument("--counterfactual", type=int,
@@ -136,11 +142,11 @@ def main(argv=None):
     if args.separate:
         config["model"]["tied"] = False
     start = time.perf_counter()
-    model, record = train(config, progress=True)
+    model, record = train(config, progress=True, stop_after=args.stop_after)
     seconds = time.perf_counter() - start
     model.save_pretrained(args.out)
     record = {"command": " ".join(["python scripts/train_retriever.py", *argv]),
-              "threads": args.threads,
+              "threads": args.threads, "stop_after": args.stop_after,
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "transformers": transformers.__version__,
                            "tokenizers": tokenizers.__version__},

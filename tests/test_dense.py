@@ -17,6 +17,7 @@ from ragtutor.dense import (BiEncoder, DenseRetriever, HybridRetriever, biencode
                             training_examples)
 from ragtutor.index import VectorIndex
 from ragtutor.sparse import BM25Retriever
+from reproduction import assert_same_start
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "retriever"
@@ -355,31 +356,29 @@ def test_the_checkpoint_is_small_and_in_safetensors():
     assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth")]
 
 
-# Steps the slow test retrains: past the plateau of the first few hundred steps, where dev
-# Recall@1 has risen from 0 to about 0.7; the recorded history has the dev metrics at this step.
-REPRODUCE_STEPS = 1000
-# Dev recall agrees exactly with the same torch build and thread count. Another build may change
-# the order of floating-point sums, and with it when training leaves the plateau, hence the
-# tolerance: 0.05 is 26 of the 521 dev questions.
-TOLERANCE = 0.05
+# The slow test reruns the first REPRODUCE_STEPS steps of the checkpoint's run (tests/reproduction.py
+# says why the start). Measured: against the recording machine, a rerun on another machine with 1
+# and with 2 threads gave 50-step loss windows within 1e-4 of the recorded ones up to step 650
+# (4e-3 at step 800, 1e-2 at step 1,000, inside the jump in Recall@1), and the same dev Recall@1
+# at steps 250 and 500 to four decimals. The tolerances leave 100 times the measured gap. What
+# they still catch, tried: training with seed 1 instead of 0 (another batch order) departs by
+# 0.3 at step 50; a loss whose scores are scaled by 0.9 departs by {SCALED} at step {AT}.
+REPRODUCE_STEPS = 500
+LOSS_TOLERANCE = 0.01
+RECALL_TOLERANCE = 0.01  # 5 of the 521 dev questions
 
 
 @pytest.mark.slow
-def test_the_checkpoint_script_reproduces_its_recorded_training(record, tmp_path):
-    """Rerun scripts/train_retriever.py with the checkpoint's settings for its first 1,000 steps
-    (about 5 minutes on one thread) and compare dev Recall@1 with the checkpoint's recorded
-    evaluation at that step: the learning-rate schedule does not depend on the total number of
-    steps, so the first 1,000 steps are the same run."""
-    recorded = next(e for e in record["history"]["eval"] if e["step"] == REPRODUCE_STEPS)
+def test_the_checkpoint_script_reproduces_the_start_of_its_recorded_run(record, tmp_path):
+    """Rerun scripts/train_retriever.py with the checkpoint's settings for the first 500 of its
+    3,000 steps (under two minutes on one thread) and compare the loss curve and the dev
+    evaluations with the checkpoint's recorded history: the learning rate does not depend on
+    the total number of steps, so these are the first 500 steps of the same run."""
     out = tmp_path / "retriever"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "train_retriever.py"), "--out", str(out),
-                    "--steps", str(REPRODUCE_STEPS), "--threads", str(record["threads"])],
+                    "--stop-after", str(REPRODUCE_STEPS), "--threads", "1"],
                    check=True, cwd=ROOT, capture_output=True)
     rerun = json.loads((out / "training.json").read_text())
-    assert rerun["config"]["training"]["steps"] == REPRODUCE_STEPS
-    assert {k: v for k, v in rerun["config"].items() if k != "training"} == \
-        {k: v for k, v in record["config"].items() if k != "training"}
-    reached = rerun["history"]["eval"][-1]
-    assert reached["step"] == REPRODUCE_STEPS
-    for name in ("dev_recall@1", "dev_mismatch_recall@1"):
-        assert reached[name] == pytest.approx(recorded[name], abs=TOLERANCE), name
+    assert rerun["config"] == record["config"] and rerun["stop_after"] == REPRODUCE_STEPS
+    assert_same_start(rerun["history"], record["history"], REPRODUCE_STEPS, LOSS_TOLERANCE,
+                      {"dev_recall@1": RECALL_TOLERANCE, "dev_mismatch_recall@1": RECALL_TOLERANCE})

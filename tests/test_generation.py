@@ -15,6 +15,7 @@ from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.generation import (build_seq2seq, closed_book_batches, combined_input, encode_pairs,
                                  generate_answers, max_combined_length, reader_batches,
                                  train_seq2seq, train_tokenizer)
+from reproduction import assert_same_start
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "France / The capital of France is Paris. // What is the capital of France?"
@@ -339,26 +340,35 @@ def test_load_checkpoint_says_how_to_make_a_missing_one(tmp_path):
         generation.load_checkpoint("reader", folder=tmp_path)
 
 
-@pytest.mark.slow
-def test_checkpoint_script_reproduces_its_recorded_metrics(tmp_path):
-    """Retrain both models with the committed config and compare with the committed metrics.
+# The slow test reruns the first REPRODUCE_STEPS steps of both models' runs (tests/reproduction.py
+# says why the start). Measured: against the recording machine, a rerun on another machine (1
+# thread) gave 50-step loss windows within 1e-5 of the recorded ones up to step 350 for both
+# models and the same evaluations at step 250; after that the reader drifts faster than the
+# retriever (6e-4 at step 400, 5e-3 at step 500, where dev exact match already differs by 0.018).
+# The tolerance leaves 1,000 times the measured gap up to step 300. What it still catches, tried:
+# {BROKEN}.
+REPRODUCE_STEPS = 300
+LOSS_TOLERANCE = 0.01
+EM_TOLERANCE = 0.01  # 5 of the 521 dev questions; 24 of the 2,436 sampled training questions
 
-    The run uses two threads (about 6 minutes on the 2-core development machine; the committed
-    checkpoints were trained with one), so floating-point sums differ and training takes another
-    path from the same seed. Tolerance 0.03 exact match: across seeds the reader's test exact
-    match spread over 0.02 (benchmarks/RESULTS.md, generation section), and the closed-book model
-    learns its training questions perfectly whatever the path.
-    """
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, metrics", [("reader", ("dev_em", "dev_f1")),
+                                           ("closed_book", ("train_sample_em", "train_sample_f1"))])
+def test_checkpoint_script_reproduces_the_start_of_its_recorded_run(name, metrics, tmp_path):
+    """Rerun scripts/train_generation.py with the committed configuration for the first 300
+    steps of each model (about a minute on one thread) and compare the loss curve and the
+    evaluation at step 250 with the committed history: the learning rate does not depend on the
+    total number of steps, so these are the first 300 steps of the same run."""
     script = ROOT / "scripts" / "train_generation.py"
-    subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--threads", "2"],
-                   check=True, cwd=ROOT)
-    for name in ("reader", "closed_book"):
-        recorded = json.loads((ROOT / "checkpoints" / name / "training.json").read_text())
-        fresh = json.loads((tmp_path / name / "training.json").read_text())
-        assert fresh["config"] == recorded["config"]
-        for key in ("train_em", "dev_em", "test_em"):
-            assert fresh["metrics"][key] == pytest.approx(recorded["metrics"][key], abs=0.03), (
-                name, key)
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--threads", "1",
+                    "--stop-after", str(REPRODUCE_STEPS), "--only", name],
+                   check=True, cwd=ROOT, capture_output=True)
+    recorded = json.loads((ROOT / "checkpoints" / name / "training.json").read_text())
+    fresh = json.loads((tmp_path / name / "training.json").read_text())
+    assert fresh["config"] == recorded["config"] and fresh["stop_after"] == REPRODUCE_STEPS
+    assert_same_start(fresh["history"], recorded["history"], REPRODUCE_STEPS, LOSS_TOLERANCE,
+                      dict.fromkeys(metrics, EM_TOLERANCE))
 
 
 # --- the chapter's exercise checks ---------------------------------------------------------------

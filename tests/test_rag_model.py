@@ -17,6 +17,7 @@ from ragtutor.dense import (BiEncoder, build_tokenizer, cold_question_encoder,
 from ragtutor.generation import build_seq2seq, combined_input, train_tokenizer
 from ragtutor.rag import RAGModel, rag_sequence_nll, rag_token_nll, teacher_forcing, train_rag
 from ragtutor.sparse import BM25Retriever
+from reproduction import assert_same_start
 
 N_PASSAGES = 40
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -354,21 +355,33 @@ def test_the_joint_checkpoints_kept_chapter_02s_passage_encoder(variant):
     assert record["variant"] == variant and len(record["runs"]) == 3
 
 
+# The slow test reruns the weak start and the first REPRODUCE_STEPS joint steps of RAG-Token's
+# saved seed (tests/reproduction.py says why the start). Measured: a rerun on another machine than
+# the recording one, with 1 and with 2 threads, gave the recorded weak-start metrics, 10-step
+# loss windows and dev evaluations (steps 0-200) to four decimals. The tolerances are those of
+# the other reproduction tests. What they still catch, tried: {BROKEN}.
+REPRODUCE_STEPS = 200
+LOSS_TOLERANCE = 0.01
+METRIC_TOLERANCE = 0.01  # 1 of the 174 dev questions evaluated during training; 5 of 521, 538
+
+
 @pytest.mark.slow
-def test_the_rag_checkpoint_script_reproduces_its_recorded_run(tmp_path):
-    """Rerun scripts/train_rag.py for RAG-Token's saved seed (about 3 minutes on one thread) and
-    compare with its recorded metrics. With the same torch build and thread count the run is
-    deterministic; the tolerance (0.02) covers another CPU's floating-point sums — the three
-    recorded seeds' test exact match spread over 0.015."""
+def test_the_rag_checkpoint_script_reproduces_the_start_of_its_recorded_run(tmp_path):
+    """Rerun scripts/train_rag.py for RAG-Token's saved seed, stopping joint training after 200
+    of its 600 steps with the schedule of the full run (under a minute on one thread), and
+    compare the weak start's metrics, the loss curve and the dev evaluations with the record."""
     recorded = json.loads((CHECKPOINTS / "rag_token" / "training.json").read_text())
     seed = recorded["saved_seed"]
     subprocess.run([sys.executable, str(CHECKPOINTS.parent / "scripts" / "train_rag.py"),
                     "--variant", "token", "--seeds", str(seed), "--out", str(tmp_path),
-                    "--threads", str(recorded["threads"])],
+                    "--threads", "1", "--stop-after", str(REPRODUCE_STEPS)],
                    check=True, cwd=CHECKPOINTS.parent, capture_output=True)
-    rerun = json.loads((tmp_path / "rag_token" / "training.json").read_text())["runs"][0]
-    expected = recorded["runs"][0]
-    for stage in ("weak_start", "trained"):
+    fresh = json.loads((tmp_path / "rag_token" / "training.json").read_text())
+    assert fresh["config"] == recorded["config"] and fresh["stop_after"] == REPRODUCE_STEPS
+    rerun, expected = fresh["runs"][0], recorded["runs"][0]
+    for split in ("dev", "test"):
         for key in ("em", "recall@1", "recall@5"):
-            assert rerun[stage]["test"][key] == pytest.approx(expected[stage]["test"][key],
-                                                              abs=0.02), (stage, key)
+            assert rerun["weak_start"][split][key] == pytest.approx(
+                expected["weak_start"][split][key], abs=METRIC_TOLERANCE), (split, key)
+    assert_same_start(rerun["history"], expected["history"], REPRODUCE_STEPS, LOSS_TOLERANCE,
+                      dict.fromkeys(("em", "recall@1", "recall@5"), METRIC_TOLERANCE))
