@@ -13,7 +13,9 @@ What the plugin does for every test run:
   ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` to 1, which the notebook
   kernels it starts inherit, and calls ``torch.set_num_threads(1)`` in the worker itself. Two
   workers on two cores then share the machine instead of fighting over it;
-- finds nbval's sanitize file from any working directory.
+- finds nbval's sanitize file from any working directory;
+- records a ``slow`` property for each test marked slow, so that a JUnit report
+  (``--junitxml``, as ``.ci/run`` writes one) can tell slow tests from unit tests.
 
 :class:`CurrentEnvNotebookClient` executes a notebook the way nbval does, for the tests and the
 benchmark that run notebooks outside nbval.
@@ -67,6 +69,11 @@ def pytest_configure(config):
     sanitize = getattr(config.option, "nbval_sanitize_with", None)
     if sanitize and not Path(sanitize).is_absolute() and not Path(sanitize).exists():
         config.option.nbval_sanitize_with = str(config.rootpath / sanitize)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") is not None:
+        item.user_properties.append(("slow", "true"))
 
 
 def pytest_unconfigure(config):

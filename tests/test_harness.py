@@ -15,7 +15,7 @@ from nbval.plugin import get_sanitize_patterns
 
 from ragtutor import netguard
 from ragtutor.netguard import NetworkBlockedError
-from ragtutor.testing import OFFLINE_ENV, SITE_DIR
+from ragtutor.testing import OFFLINE_ENV, SITE_DIR, WORKER_THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -134,5 +134,16 @@ def test_pytest_runs_the_unit_tests_and_every_notebook_with_nbval():
     options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert options["testpaths"] == ["tests", "notebooks"]
     for flag in ["--nbval-lax", "--nbval-current-env",
-                 "--nbval-sanitize-with=tests/nbval_sanitize.cfg", "-p ragtutor.testing"]:
+                 "--nbval-sanitize-with=tests/nbval_sanitize.cfg", "-p ragtutor.testing",
+                 "-n auto", "--dist loadscope"]:
         assert flag in options["addopts"]
+
+
+def test_each_worker_of_a_parallel_run_uses_one_thread():
+    """Under pytest-xdist the plugin gives each worker, and each kernel it starts, one thread, so
+    that two workers on two cores do not each spread over both."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        pytest.skip("not a pytest-xdist worker (pytest -n0 runs the tests in one process)")
+    import torch
+    assert torch.get_num_threads() == 1
+    assert {name: os.environ.get(name) for name in WORKER_THREAD_ENV} == WORKER_THREAD_ENV

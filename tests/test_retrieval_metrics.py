@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, ndcg_score
 
 from ragtutor.metrics import (average_precision, mean_reciprocal_rank, ndcg_at_k, precision_at_k,
@@ -99,3 +101,29 @@ def test_retrieval_scores_is_a_table_row():
 def test_bad_input_is_explained(bad, error, words):
     with pytest.raises(error, match=words):
         bad()
+
+
+# --- properties: every metric against a NumPy reference on random rankings ---------------------
+
+rankings = st.lists(st.integers(0, 30), min_size=1, max_size=20, unique=True)
+graded = st.dictionaries(st.integers(0, 40), st.integers(0, 3), min_size=1, max_size=10).filter(
+    lambda grades: any(g > 0 for g in grades.values()))
+
+
+@given(rankings, graded, st.integers(1, 25))
+def test_property_metrics_equal_a_numpy_reference(retrieved, grades, k):
+    gains = np.array([grades.get(d, 0) for d in retrieved], float)
+    hits = gains > 0
+    n_relevant = sum(g > 0 for g in grades.values())
+    top = hits[:k]
+    ranks = np.arange(1, len(retrieved) + 1)
+    assert recall_at_k(retrieved, grades, k) == pytest.approx(top.sum() / n_relevant)
+    assert precision_at_k(retrieved, grades, k) == pytest.approx(top.sum() / k)
+    assert reciprocal_rank(retrieved, grades) == pytest.approx(
+        1 / ranks[hits][0] if hits.any() else 0.0)
+    assert average_precision(retrieved, grades) == pytest.approx(
+        (np.cumsum(hits) / ranks)[hits].sum() / n_relevant)
+    discounts = 1 / np.log2(np.arange(2, k + 2))
+    ideal = np.sort(np.array(list(grades.values()), float))[::-1][:k]
+    assert ndcg_at_k(retrieved, grades, k) == pytest.approx(
+        (gains[:k] * discounts[:len(gains[:k])]).sum() / (ideal * discounts[:len(ideal)]).sum())
