@@ -31,9 +31,7 @@ fuses any two retrievers by reciprocal rank fusion (Cormack, Clarke & Büttcher,
 import copy
 import itertools
 import json
-import math
 import random
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,8 +44,10 @@ from transformers.utils import logging as transformers_logging
 
 from ragtutor.generation import BOS, EOS, SPECIAL_TOKENS, train_tokenizer
 from ragtutor.index import VectorIndex
-from ragtutor.metrics import retrieval_scores
-from ragtutor.sparse import BM25Retriever, top_k
+from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
+                                reciprocal_rank_fusion)
+from ragtutor.sparse import BM25Retriever
+from ragtutor.train import train
 
 __all__ = ["POOLINGS", "build_tokenizer", "BiEncoder", "in_batch_negatives_loss",
            "training_examples", "bm25_hard_negatives", "biencoder_batches", "train_biencoder",
@@ -404,53 +404,16 @@ def train_biencoder(model, batches, lr=1e-3, warmup=200, max_steps=None, max_sec
     ``log_every`` steps (and over the steps after the last full window) and the training time so
     far, and ``"eval"``, a list of ``{"step", "seconds", **metrics}``.
     """
-    if max_steps is None and max_seconds is None:
-        raise ValueError("give max_steps or max_seconds, or training would never stop")
-    if (evaluate is None) != (eval_every is None):
-        raise ValueError("evaluate and eval_every go together: give both or neither")
-    # parameters() lists a shared (tied) weight once, so it gets one update per step.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    history = {"step": [], "loss": [], "seconds": [], "eval": []}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_steps, desc="training", leave=False)
-    model.train()
-    trained, running = 0.0, []
-    steps = range(max_steps) if max_steps is not None else itertools.count()
-    for step, (questions, positives, negatives) in zip(steps, batches):
-        if max_seconds is not None and trained >= max_seconds:
-            break
-        start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+    def loss(batch):
+        questions, positives, negatives = batch
         q = model.question_vectors(model.tokenize_questions(questions))
         p = model.passage_vectors(model.tokenize_passages(positives + (negatives or [])))
-        loss = in_batch_negatives_loss(q, p)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        trained += time.perf_counter() - start
-        running.append(loss.item())
-        if not math.isfinite(running[-1]):
-            raise FloatingPointError(f"the loss became {running[-1]} at step {step}: lower lr")
-        if (step + 1) % log_every == 0:
-            _log(history, step + 1, running, trained)
-            running = []
-            if bar is not None:
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
-        if bar is not None:
-            bar.update(1)
-        if evaluate is not None and (step + 1) % eval_every == 0:
-            metrics = evaluate(model)
-            model.train()
-            history["eval"].append({"step": step + 1, "seconds": trained, **metrics})
-    if running:  # the steps since the last log
-        _log(history, step + 1, running, trained)
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return history
+        return in_batch_negatives_loss(q, p)
+
+    # parameters() lists a shared (tied) weight once, so it gets one update per step.
+    return train(model, loss, batches, lr=lr, warmup=warmup, max_steps=max_steps,
+                 max_seconds=max_seconds, weight_decay=weight_decay, log_every=log_every,
+                 evaluate=evaluate, eval_every=eval_every, progress=progress)
 
 
 def cold_question_encoder(model, seed=0):
@@ -507,52 +470,42 @@ def train_question_encoder(model, passages, questions, max_steps, lr=1e-3, batch
         p.requires_grad_(True)
     if freeze_embeddings:
         encoder.question_encoder.bert_model.embeddings.word_embeddings.weight.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)
-    losses = []
-    model.train()
-    for _ in range(max_steps):
-        batch = [questions[rng.randrange(len(questions))] for _ in range(batch_size)]
+
+    def draw():
+        while True:
+            yield [questions[rng.randrange(len(questions))] for _ in range(batch_size)]
+
+    def loss(batch):
         q = model.question_vectors(model.tokenize_questions([x["question"] for x in batch]))
         gold = torch.tensor([position[x["passage_id"]] for x in batch])
-        loss = F.cross_entropy(q @ index.T, gold)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        return F.cross_entropy(q @ index.T, gold)
 
-
-def _log(history, step, losses, seconds):
-    history["step"].append(step)
-    history["loss"].append(sum(losses) / len(losses))
-    history["seconds"].append(seconds)
+    history = train(model, loss, draw(), lr=lr, max_steps=max_steps, log_every=1,
+                    parameters=[p for p in encoder.parameters() if p.requires_grad],
+                    progress=False)
+    return history["loss"]
 
 
 # ----------------------------------------------------------------------------------------------
 # Retrievers
 # ----------------------------------------------------------------------------------------------
-def _check_queries(queries):
-    if isinstance(queries, str) or not hasattr(queries, "__len__"):
-        raise TypeError(f"queries must be a list of strings, got {type(queries).__name__}; for a "
-                        "single query pass [query]")
-    if len(queries) == 0:
-        raise ValueError("queries is empty: pass a list with at least one query")
-    return list(queries)
+class DenseRetriever(Retriever):
+    """A trained :class:`BiEncoder` on the course's retriever contract
+    (:mod:`ragtutor.retrieval`)::
 
-
-class DenseRetriever:
-    """A trained :class:`BiEncoder` behind the course's retriever interface::
-
-        retriever = DenseRetriever(encoder).fit(passages)   # dicts with title and text
+        retriever = DenseRetriever(encoder).fit(passages)   # records with id, title and text
         retriever.score("What money is spent in France?")   # [n_docs] dot products q(x) · e(d)
         scores, ids = retriever.search(questions, k=20)     # [n_queries, k] each, best first
+        retriever.add(new_passages)                         # encoded as the encoder is now
 
     ``index`` is a :class:`ragtutor.index.VectorIndex` whose kind and settings to search the
-    passage vectors with (default: exact, ``VectorIndex("flat")``); ``fit`` builds a new one.
-    Learned state: ``embeddings_`` ``[n_docs, hidden]``, ``index_``, ``n_docs_``.
+    passage vectors with (default: exact, ``VectorIndex("flat")``); ``fit`` builds a new one, and
+    ``add`` / ``delete`` edit it (an IVF or PQ index keeps the quantizer it was trained with).
+    Learned state: ``embeddings_`` ``[n_docs, hidden]``, ``index_``, ``doc_ids_``, ``n_docs_``.
     """
+
+    _name = "DenseRetriever"
 
     def __init__(self, encoder, index=None, batch_size=256):
         self.encoder = encoder
@@ -560,14 +513,25 @@ class DenseRetriever:
         self.batch_size = batch_size
 
     def fit(self, corpus):
-        """Encode ``corpus`` (passages: dicts with title and text, pairs, or strings) and index
-        the vectors. Returns ``self``."""
+        """Encode ``corpus`` (passage records; or bare documents: title/text pairs or strings)
+        and index the vectors. Returns ``self``."""
+        return super().fit(corpus)
+
+    def _fit(self, corpus):
+        self._check_batch_size()
         self.embeddings_ = self.encoder.encode_passages(corpus, self.batch_size)
         # A fresh index with the given settings: the one passed in stays as it was.
         settings = self.index.get_params() if self.index is not None else {"kind": "flat"}
         self.index_ = VectorIndex(**settings).fit(self.embeddings_)
-        self.n_docs_ = len(self.embeddings_)
-        return self
+
+    def _add(self, documents):
+        vectors = self.encoder.encode_passages(documents, self.batch_size)
+        self.embeddings_ = np.concatenate([self.embeddings_, vectors])
+        self.index_.add(vectors)
+
+    def _delete(self, rows):
+        self.embeddings_ = np.delete(self.embeddings_, rows, axis=0)
+        self.index_.reset().add(self.embeddings_)
 
     def score(self, query):
         """s(x, d) = q(x) · e(d) for one query string and every passage: ``[n_docs]``."""
@@ -577,96 +541,11 @@ class DenseRetriever:
                             "for a list of queries")
         return self.embeddings_ @ self.encoder.encode_questions([query])[0]
 
-    def search(self, queries, k):
-        """The ``k`` best passages for each query: ``(scores, ids)``, both ``[n_queries, k]``."""
-        self._check_fitted()
-        vectors = self.encoder.encode_questions(_check_queries(queries), self.batch_size)
-        return self.index_.search(vectors, k)
+    def _scores_rows(self, queries, k):
+        self._check_batch_size()
+        return self.index_.search(self.encoder.encode_questions(queries, self.batch_size), k)
 
-    def _check_fitted(self):
-        if not hasattr(self, "index_"):
-            raise ValueError("this DenseRetriever is not fitted yet: call fit(passages) before "
-                             "score() or search()")
-
-
-def reciprocal_rank_fusion(rankings, n_docs, k=60):
-    r"""Reciprocal rank fusion (Cormack, Clarke & Büttcher, 2009) of several rankings of one query.
-
-    ``rankings`` is a list of rankings, each a sequence of document ids (0..n_docs-1), best first.
-    Returns the fused score of every document, ``[n_docs]``:
-
-    .. math:: \mathrm{RRF}(d) = \sum_{r} \frac{1}{k + \mathrm{rank}_r(d)}
-
-    with ranks counted from 1; a document missing from a ranking gets nothing from it. Only ranks
-    matter, so retrievers whose scores live on different scales (BM25, dot products) combine
-    without calibration; k = 60 damps the weight of the very first ranks.
-    """
-    fused = np.zeros(n_docs)
-    for ranking in rankings:
-        ranking = np.asarray(ranking)
-        fused[ranking] += 1.0 / (k + np.arange(1, len(ranking) + 1))
-    return fused
-
-
-class HybridRetriever:
-    """Two retrievers fused by :func:`reciprocal_rank_fusion` over their top ``depth`` documents
-    (at least the k asked for).
-
-    ``first`` and ``second`` follow the retriever interface and index the same documents in the
-    same order. ``fit(corpus, second_corpus=None)`` fits both (the second on ``second_corpus``
-    when the two want the corpus in different forms, e.g. strings for BM25 and title/text dicts
-    for a dense retriever); already fitted retrievers need no ``fit``.
-    """
-
-    def __init__(self, first, second, k=60, depth=20):
-        self.first = first
-        self.second = second
-        self.k = k
-        self.depth = depth
-
-    def fit(self, corpus, second_corpus=None):
-        self.first.fit(corpus)
-        self.second.fit(corpus if second_corpus is None else second_corpus)
-        return self
-
-    @property
-    def n_docs_(self):
-        n_first, n_second = self.first.n_docs_, self.second.n_docs_
-        if n_first != n_second:
-            raise ValueError(f"the retrievers index different corpora ({n_first} and {n_second} "
-                             "documents): fit both on the same documents, in the same order")
-        return n_first
-
-    def score(self, query):
-        """The fused score of every document for one query: ``[n_docs]``."""
-        return self._fused([query])[0]
-
-    def search(self, queries, k):
-        """The ``k`` best documents by fused score: ``(scores, ids)``, both ``[n_queries, k]``;
-        equal scores are ordered by the lower document id."""
-        return top_k(self._fused(_check_queries(queries), k), k)
-
-    def _fused(self, queries, k=1):
-        n_docs = self.n_docs_
-        # Below both retrievers' top `depth` every document scores 0: search deep enough for k.
-        depth = min(max(self.depth, k), n_docs)
-        _, first = self.first.search(queries, depth)
-        _, second = self.second.search(queries, depth)
-        return np.stack([reciprocal_rank_fusion([a, b], n_docs, self.k)
-                         for a, b in zip(first, second)])
-
-
-def evaluate_retriever(retriever, questions, passage_ids, ks=(1, 5, 20)):
-    """Recall@k and MRR of ``retriever`` on ``questions``, over all and over the mismatched ones.
-
-    ``passage_ids[i]`` is the id of the retriever's document i; a question's gold passage is its
-    ``passage_id``. Returns ``{"all": {...}, "mismatch": {...}}``, each a row of
-    ``ragtutor.metrics.retrieval_scores`` over the top ``max(ks)`` (so MRR is MRR@max(ks)).
-    """
-    _, ids = retriever.search([q["question"] for q in questions], max(ks))
-    ranked = [[passage_ids[i] for i in row] for row in ids]
-    relevant = [{q["passage_id"]} for q in questions]
-    chosen = [i for i, q in enumerate(questions) if q["mismatch"]]
-    return {"all": retrieval_scores(ranked, relevant, ks),
-            "mismatch": retrieval_scores([ranked[i] for i in chosen], [relevant[i] for i in chosen],
-                                         ks)}
+    def _check_batch_size(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")

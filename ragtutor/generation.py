@@ -18,9 +18,7 @@ token itself.
 """
 import itertools
 import json
-import math
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from ragtutor.kb import iter_counterfactual_examples
 from ragtutor.metrics import qa_scores
+from ragtutor.train import train
 
 __all__ = ["SPECIAL_TOKENS", "TITLE_SEP", "DOC_SEP", "CHECKPOINT_DIR", "train_tokenizer",
            "combined_input", "max_combined_length", "build_seq2seq", "encode_pairs",
@@ -163,11 +162,6 @@ def encode_pairs(tokenizer, sources, targets=None, max_source_length=128, max_ta
     return batch
 
 
-def _learning_rate(step, lr, warmup):
-    """Linear warm-up to ``lr`` over ``warmup`` steps, then constant."""
-    return lr * min(1.0, (step + 1) / max(1, warmup))
-
-
 def train_seq2seq(model, tokenizer, batches, lr=2e-3, warmup=300, max_steps=None, max_seconds=None,
                   clip=1.0, weight_decay=0.01, log_every=50, evaluate=None, eval_every=None,
                   progress=True):
@@ -184,58 +178,15 @@ def train_seq2seq(model, tokenizer, batches, lr=2e-3, warmup=300, max_steps=None
     (drawing batches and evaluation excluded), and ``"eval"``, a list of
     ``{"step", "seconds", **metrics}``.
     """
-    if max_steps is None and max_seconds is None:
-        raise ValueError("give max_steps or max_seconds, or training would never stop")
-    if (evaluate is None) != (eval_every is None):
-        raise ValueError("evaluate and eval_every go together: give both or neither")
     max_source_length = model.config.max_position_embeddings
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    history = {"step": [], "loss": [], "seconds": [], "eval": []}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_steps, desc="training", leave=False)
-    model.train()
-    trained, running = 0.0, []
-    steps = range(max_steps) if max_steps is not None else itertools.count()
-    for step, (sources, targets) in zip(steps, batches):
-        if max_seconds is not None and trained > max_seconds:
-            break
-        start = time.perf_counter()
-        batch = encode_pairs(tokenizer, sources, targets, max_source_length)
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, lr, warmup)
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        trained += time.perf_counter() - start
-        done = step + 1
-        running.append(loss.item())
-        if not math.isfinite(running[-1]):
-            raise FloatingPointError(f"the loss became {running[-1]} at step {step}: lower lr")
-        if done % log_every == 0:
-            history["step"].append(done)
-            history["loss"].append(sum(running) / len(running))
-            history["seconds"].append(trained)
-            running = []
-            if bar is not None:
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
-        if bar is not None:
-            bar.update(1)
-        if evaluate is not None and done % eval_every == 0:
-            metrics = evaluate(model)
-            model.train()
-            history["eval"].append({"step": done, "seconds": trained, **metrics})
-    if running:  # the steps after the last full log_every
-        history["step"].append(done)
-        history["loss"].append(sum(running) / len(running))
-        history["seconds"].append(trained)
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return history
+
+    def loss(batch):
+        sources, targets = batch
+        return model(**encode_pairs(tokenizer, sources, targets, max_source_length)).loss
+
+    return train(model, loss, batches, lr=lr, warmup=warmup, max_steps=max_steps,
+                 max_seconds=max_seconds, clip=clip, weight_decay=weight_decay,
+                 log_every=log_every, evaluate=evaluate, eval_every=eval_every, progress=progress)
 
 
 @torch.no_grad()

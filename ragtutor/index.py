@@ -101,6 +101,14 @@ class VectorIndex:
         self.index_.add(vectors)
         return self
 
+    def reset(self):
+        """Remove every vector, keeping what training learned (IVF's cells, PQ's codebooks), so
+        that :meth:`add` can refill the index. Returns ``self``."""
+        if not hasattr(self, "index_"):
+            raise ValueError("the index is not built yet: call fit(vectors) first")
+        self.index_.reset()
+        return self
+
     def _new_index(self, dim, n):
         if self.kind not in self.KINDS:
             raise ValueError(f"unknown kind {self.kind!r}: choose one of {self.KINDS}")
@@ -148,9 +156,12 @@ class VectorIndex:
         scores, ids = self.index_.search(queries, k)
         missing = (ids < 0).any(axis=1)
         if missing.any():
+            fix = (f"the {self.nprobe} cell(s) visited hold too few vectors. Raise nprobe"
+                   if self.kind == "ivf" else
+                   f"the graph search kept too few candidates. Raise ef_search (now "
+                   f"{self.ef_search})" if self.kind == "hnsw" else "the index holds too few vectors")
             raise ValueError(f"the search found fewer than k={k} vectors for {int(missing.sum())} "
-                             f"of {len(queries)} queries: the {self.nprobe} cell(s) visited hold "
-                             "too few vectors. Raise nprobe (or lower k)")
+                             f"of {len(queries)} queries: {fix} (or lower k)")
         return scores, ids
 
     @property

@@ -1,6 +1,6 @@
 """The RAG likelihood (chapter 04): the generator marginalised over the retrieved documents.
 
-Notation (COURSE.md §1): question x, answer y = (y_1..y_T), retrieved documents d_1..d_K with
+Notation (docs/notation.md): question x, answer y = (y_1..y_T), retrieved documents d_1..d_K with
 retrieval scores s_k = q(x)·e(d_k), prior p(d_k|x) = softmax_k(s_k), posterior
 p(d_k|x,y) ∝ p(d_k|x) p(y|x,d_k); B questions in a batch, vocabulary size V. Lewis et al. (2020),
 *Retrieval-Augmented Generation for Knowledge-Intensive NLP Tasks*, §2.1, define two models:
@@ -64,6 +64,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ragtutor.train import train
 
 __all__ = ["doc_log_prior", "token_logprobs", "rag_sequence_nll", "rag_token_nll",
            "doc_posterior", "nll_inputs_from_hf", "teacher_forcing", "generator_logprobs",
@@ -798,7 +800,17 @@ class RAGModel(torch.nn.Module):
         return self.generator.config.max_position_embeddings
 
     # -- the forward pass -----------------------------------------------------------------------
+    @torch.no_grad()
     def retrieve(self, questions):
+        """The top K passages for each question: ``(scores, ids)``, NumPy arrays ``[B, K]``, best
+        first, with passage ids — the course's retriever contract. :meth:`forward` reads these
+        passages, through :meth:`retrieve_rows`."""
+        scores, rows = self.retrieve_rows(questions)
+        ids = np.empty(tuple(rows.shape), dtype=object)
+        ids[:] = [[self.passages[i]["id"] for i in row] for row in rows.tolist()]
+        return scores.numpy(), ids
+
+    def retrieve_rows(self, questions):
         """``(doc_scores [B, K], doc_ids [B, K])``: the top K passages (positions in ``passages``)
         for each question and their scores, differentiable with respect to the question encoder
         (and to the passage encoder when it trains)."""
@@ -806,8 +818,11 @@ class RAGModel(torch.nn.Module):
         k = self.n_docs
         if not self.dense:
             scores, ids = self.fixed_retriever.search(questions, k)
+            ids = np.asarray(ids)
+            if ids.dtype == object:  # passage ids (a retriever fitted on passage records)
+                ids = np.vectorize(self.position.__getitem__, otypes=[np.int64])(ids)
             return (torch.as_tensor(np.asarray(scores), dtype=torch.float32),
-                    torch.as_tensor(np.asarray(ids), dtype=torch.long))
+                    torch.as_tensor(ids, dtype=torch.long))
         encoder = self.biencoder
         q = encoder.question_vectors(encoder.tokenize_questions(questions))  # [B, H]
         _, ids = self.index.search(q.detach().float().numpy(), k)
@@ -856,7 +871,7 @@ class RAGModel(torch.nn.Module):
         answer_ids = self._answer_ids(answers)
         if len(answer_ids) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(answer_ids)} answers")
-        doc_scores, doc_ids = self.retrieve(questions)
+        doc_scores, doc_ids = self.retrieve_rows(questions)
         input_ids, attention_mask = self.generator_inputs(questions, doc_ids)
         config = self.generator.config
         decoder_input_ids, target = teacher_forcing(answer_ids, config.decoder_start_token_id,
@@ -908,7 +923,7 @@ class RAGModel(torch.nn.Module):
 
     @torch.no_grad()
     def _decode_batch(self, questions, max_new_tokens):
-        doc_scores, doc_ids = self.retrieve(questions)
+        doc_scores, doc_ids = self.retrieve_rows(questions)
         input_ids, attention_mask = self.generator_inputs(questions, doc_ids)
         states = self.generator.get_encoder()(input_ids=input_ids,
                                               attention_mask=attention_mask).last_hidden_state
@@ -1098,17 +1113,8 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     ``eval`` (a list of dicts with ``step`` and the metrics), ``reindex_seconds`` and, with
     ``keep_best``, ``best_step``.
     """
-    if max_steps is None and max_seconds is None:
-        raise ValueError("give max_steps or max_seconds, or training would never stop")
     if (dev is None) != (eval_every is None):
         raise ValueError("dev and eval_every go together: give both or neither")
-    if schedule not in ("constant", "linear"):
-        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
-    if schedule == "linear" and max_steps is None:
-        raise ValueError("schedule='linear' decays to 0 at max_steps: give max_steps")
-    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
-                                   or stop_after < 1):
-        raise ValueError(f"stop_after must be a positive number of steps, got {stop_after!r}")
     if keep_best is not None and dev is None:
         raise ValueError("keep_best chooses among dev evaluations: give dev and eval_every too")
     if reindex_every is not None and not model.train_context_encoder:
@@ -1120,82 +1126,37 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     for i, q in enumerate(questions):
         if not q.get("answers"):
             raise ValueError(f"questions[{i}] has no answers to train on: {q!r}")
-    parameters = model.trainable_parameters()
-    if not parameters:
-        raise ValueError("nothing to train: every parameter of the model is frozen")
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     rng = random.Random(seed)
-    history = {"step": [], "loss": [], "seconds": [], "eval": [], "reindex_seconds": []}
 
-    best = {"value": -math.inf, "state": None}
+    def draw():
+        order = []
+        while True:
+            if len(order) < batch_size:
+                order += rng.sample(range(len(questions)), len(questions))
+            yield [questions[i] for i in order[:batch_size]]
+            order = order[batch_size:]
 
-    def evaluate(step, trained):
+    def loss(batch):
+        return model([q["question"] for q in batch], [q["answers"][0] for q in batch])["loss"]
+
+    def evaluate(model):
         metrics = model.evaluate(dev)
         metrics.pop("predictions")
-        history["eval"].append({"step": step, "seconds": trained, **metrics})
-        if keep_best is not None:
-            if keep_best not in metrics:
-                raise ValueError(f"keep_best={keep_best!r} is not one of the metrics "
-                                 f"{sorted(metrics)}")
-            if metrics[keep_best] >= best["value"]:  # on a tie, the later weights
-                best["value"], best["step"] = metrics[keep_best], step
-                best["state"] = copy.deepcopy(model.state_dict())
+        return metrics
 
-    if dev is not None:
-        evaluate(0, 0.0)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_steps, desc="joint training", leave=False)
-    order, trained, running, step = [], 0.0, [], 0
-    model.train()
-    limits = [n for n in (max_steps, stop_after) if n is not None]
-    last = min(limits) if limits else None
-    while (last is None or step < last) and (max_seconds is None or trained < max_seconds):
-        if len(order) < batch_size:
-            order += rng.sample(range(len(questions)), len(questions))
-        batch, order = [questions[i] for i in order[:batch_size]], order[batch_size:]
-        start = time.perf_counter()
-        rate = lr * min(1.0, (step + 1) / max(1, warmup))
-        if schedule == "linear" and step >= warmup:
-            rate = lr * max(0.0, (max_steps - step) / max(1, max_steps - warmup))
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        loss = model([q["question"] for q in batch], [q["answers"][0] for q in batch])["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr")
-        running.append(loss.item())
+    reindex_seconds = []
+
+    def after_step(step):
         if reindex_every is not None and step % reindex_every == 0:
-            history["reindex_seconds"].append(model.reindex())
-        trained += time.perf_counter() - start
-        if step % log_every == 0:
-            history["step"].append(step)
-            history["loss"].append(sum(running) / len(running))
-            history["seconds"].append(trained)
-            running = []
-            if bar is not None:
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
-        if bar is not None:
-            bar.update(1)
-        if dev is not None and step % eval_every == 0:
-            evaluate(step, trained)
-            model.train()
-    if running:
-        history["step"].append(step)
-        history["loss"].append(sum(running) / len(running))
-        history["seconds"].append(trained)
-    if dev is not None and history["eval"][-1]["step"] != step:
-        evaluate(step, trained)
-    if keep_best is not None:
-        model.load_state_dict(best["state"])
-        if model.dense:  # the index must hold the restored passage vectors
-            model.index.fit(model.passage_vectors.numpy())
-        history["best_step"] = best["step"]
-    if bar is not None:
-        bar.close()
-    model.eval()
+            reindex_seconds.append(model.reindex())
+
+    history = train(model, loss, draw(), lr=lr, parameters=model.trainable_parameters(),
+                    warmup=warmup, schedule=schedule, max_steps=max_steps,
+                    max_seconds=max_seconds, stop_after=stop_after, weight_decay=weight_decay,
+                    log_every=log_every, evaluate=None if dev is None else evaluate,
+                    eval_every=eval_every, evaluate_ends=True, keep_best=keep_best,
+                    after_step=after_step, progress=progress, desc="joint training")
+    history["reindex_seconds"] = reindex_seconds
+    if keep_best is not None and model.dense:  # the index must hold the restored passage vectors
+        model.index.fit(model.passage_vectors.numpy())
     return history

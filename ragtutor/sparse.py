@@ -1,10 +1,11 @@
 """Sparse retrieval: TF-IDF and BM25 over an inverted index kept as a sparse matrix (chapter 01).
 
-Both retrievers share the course's retriever interface (COURSE.md §5)::
+Both retrievers follow the course's retriever contract (:mod:`ragtutor.retrieval`)::
 
-    retriever = BM25Retriever().fit(corpus)        # corpus: strings, or token lists used as given
+    retriever = BM25Retriever().fit(corpus)        # passage records, strings, or token lists
     retriever.score("capital of France")            # [n_docs] scores, one per document
     scores, ids = retriever.search(queries, k=5)   # [n_queries, k] each, best first
+    retriever.add(more); retriever.delete(ids)     # index edits: every weight recomputed
 
 The index is the matrix ``index_`` of shape ``[V, n_docs]``: row ``t`` holds term ``t``'s weight in
 every document that contains it, so row ``t`` *is* the posting list of an inverted index, stored in
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from ragtutor.retrieval import Retriever, _k_smallest, passage_text, top_k
 from ragtutor.text import tokenize
 
 __all__ = ["BM25Retriever", "TfidfRetriever", "top_k"]
@@ -35,86 +37,68 @@ __all__ = ["BM25Retriever", "TfidfRetriever", "top_k"]
 _MAX_BATCH_SCORES = 2**22
 
 
-def top_k(scores, k):
-    """The ``k`` best entries of each row of ``scores``, best first, ties broken by the lower index.
-
-    ``scores`` has shape ``[n_queries, n_docs]``; returns ``(top_scores, ids)``, both
-    ``[n_queries, k]``. A partial sort (``np.argpartition``, O(n_docs) per row) finds each row's
-    k best; only those k are then fully sorted.
-    """
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must have shape [n_queries, n_docs], got shape {scores.shape}")
-    costs, ids = _k_smallest(-scores, _check_k(k, scores.shape[1]))
-    return 0.0 - costs, ids  # not -costs, which turns a score of 0 into -0.0
-
-
-def _k_smallest(costs, k):
-    """``top_k`` on costs = -scores, so that best first is ascending order. (Partitioning at the
-    front of a row is about twice as fast as at its end when many values repeat, as BM25's do.)
-
-    A partial sort picks arbitrarily among entries tied with the k-th smallest cost, so in the rows
-    where such a tie straddles the cut the k are chosen again: every entry below the k-th smallest
-    cost, then the tied ones with the lowest indices.
-    """
-    ids = np.argpartition(costs, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(costs, ids, axis=1).max(axis=1, keepdims=True)
-    straddle = np.flatnonzero(np.count_nonzero(costs <= kth, axis=1) > k)
-    if straddle.size:
-        below = costs[straddle] < kth[straddle]
-        tied = costs[straddle] == kth[straddle]
-        need = k - np.count_nonzero(below, axis=1, keepdims=True)
-        keep = below | (tied & (np.cumsum(tied, axis=1) <= need))
-        ids[straddle] = np.nonzero(keep)[1].reshape(len(straddle), k)  # row by row, ascending
-    values = np.take_along_axis(costs, ids, axis=1)
-    order = np.lexsort((ids, values), axis=1)  # the last key is the primary one: cost, then id
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)
-
-
-def _check_k(k, n_docs):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}: {k!r}")
-    if k <= 0:
-        raise ValueError(f"k must be at least 1, got k={k}")
-    if k > n_docs:
-        raise ValueError(f"k={k} is larger than the corpus, which has {n_docs} documents: "
-                         f"ask for at most k={n_docs}")
-    return int(k)
-
-
-class _SparseRetriever:
-    """What TF-IDF and BM25 share: tokenising, counting, the index matrix, search and top-k.
+class _SparseRetriever(Retriever):
+    """What TF-IDF and BM25 share: tokenising, counting, the index matrix, search and top-k, on
+    the course's retriever contract (:mod:`ragtutor.retrieval`).
 
     A subclass sets ``_name`` (for messages) and implements ``_check_params()``;
     ``_fit_weights(counts, doc_len)``, which turns the term-count matrix ``[V, n_docs]`` into
     ``index_`` (same shape) and sets its learned state; and ``_query_weights(counts)``, which
-    turns query term counts ``[B, V]`` into query vectors.
+    turns query term counts ``[B, V]`` into query vectors. The term counts are kept, so that
+    :meth:`add` and :meth:`delete` recompute every weight (idf and the mean document length
+    change with the corpus): an edited index scores exactly as a fresh fit on the edited corpus.
     """
 
     def fit(self, corpus):
-        """Index ``corpus``: a list of strings (tokenised with :func:`ragtutor.text.tokenize`) or a
-        list of token lists (used as given). Returns ``self``."""
+        """Index ``corpus``: passage records (dicts with ``id``, ``title`` and ``text``; the title
+        and text are indexed), a list of strings (tokenised with :func:`ragtutor.text.tokenize`)
+        or a list of token lists (used as given). Returns ``self``."""
+        return super().fit(corpus)
+
+    def _fit(self, corpus):
         self._check_params()
         if self.stopwords is not None and (isinstance(self.stopwords, str) or not all(
                 isinstance(w, str) for w in self.stopwords)):
             raise TypeError(f"stopwords must be None or a set of words, got {self.stopwords!r}")
-        docs = self._tokenize_corpus(corpus)
+        self.vocabulary_ = {}
+        self._counts = sp.csr_array((0, 0))
+        self._doc_len = np.zeros(0, dtype=np.int64)
+        self._append(self._tokenize_corpus(corpus))
+
+    def _add(self, documents):
+        self._append(self._tokenize_corpus(documents))
+
+    def _append(self, docs):
         doc_len = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-        if doc_len.sum() == 0:
-            raise ValueError(f"every one of the {len(docs)} documents is empty after tokenisation: "
-                             "there is nothing to index")
-        vocabulary = {}
+        vocabulary = self.vocabulary_
         term_ids = np.fromiter((vocabulary.setdefault(t, len(vocabulary)) for d in docs for t in d),
                                dtype=np.int64, count=int(doc_len.sum()))
-        doc_ids = np.repeat(np.arange(len(docs)), doc_len)
+        columns = np.repeat(np.arange(len(docs)), doc_len)
         # One entry per token; converting to CSR sums the duplicates into term frequencies.
-        counts = sp.csr_array((np.ones(len(term_ids)), (term_ids, doc_ids)),
-                               shape=(len(vocabulary), len(docs)))
+        counts = sp.csr_array((np.ones(len(term_ids)), (term_ids, columns)),
+                              shape=(len(vocabulary), len(docs)))
         counts.sum_duplicates()
-        self.vocabulary_ = vocabulary
-        self.n_docs_ = len(docs)
+        old = self._counts
+        old.resize((len(vocabulary), old.shape[1]))  # rows for the new terms, empty so far
+        self._set_counts(sp.hstack([old, counts], format="csr"),
+                         np.concatenate([self._doc_len, doc_len]))
+
+    def _delete(self, rows):
+        keep = np.setdiff1d(np.arange(self._counts.shape[1]), rows)
+        counts = self._counts[:, keep]
+        # Terms left in no document leave the vocabulary, as a fresh fit would never see them.
+        used = np.diff(counts.indptr) > 0
+        new_row = np.cumsum(used) - 1
+        self.vocabulary_ = {t: int(new_row[i]) for t, i in self.vocabulary_.items() if used[i]}
+        self._set_counts(counts[used], self._doc_len[keep])
+
+    def _set_counts(self, counts, doc_len):
+        if doc_len.sum() == 0:
+            raise ValueError(f"every one of the {len(doc_len)} documents is empty after "
+                             "tokenisation: there is nothing to index")
+        counts.sort_indices()
+        self._counts, self._doc_len = counts, doc_len
         self.index_ = self._fit_weights(counts, doc_len)
-        return self
 
     def score(self, query):
         """Scores of every document for one query (a string or a token list): shape ``[n_docs]``."""
@@ -126,17 +110,18 @@ class _SparseRetriever:
         """The ``k`` best documents for each query: ``(scores, ids)``, both ``[n_queries, k]``.
 
         ``queries`` is a list of queries, each a string or a token list. Rows are best first; equal
-        scores are ordered by the lower document id (a document's position in the corpus).
+        scores are ordered by the document's row in the index (its position in the corpus, for a
+        corpus that was never edited). Ids are passage ids, or positions for bare documents.
         """
-        self._check_fitted()
-        if not _is_sequence(queries):
+        if not _is_sequence(queries) and not isinstance(queries, str):
             raise TypeError(f"queries must be a list of queries (strings or token lists), got "
                             f"{type(queries).__name__}; for a single query pass [query]")
-        if len(queries) == 0:
-            raise ValueError("queries is empty: pass a list with at least one query")
-        k = _check_k(k, self.n_docs_)
+        return super().search(queries, k)
+
+    def _scores_rows(self, queries, k):
         tokens = [self._tokenize_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
-        batch = max(1, _MAX_BATCH_SCORES // self.n_docs_)
+        n_docs = self.index_.shape[1]
+        batch = max(1, _MAX_BATCH_SCORES // n_docs)
         costs, ids = [], []
         for start in range(0, len(tokens), batch):
             # One sparse product per batch, negated through the small query matrix so that it
@@ -166,6 +151,8 @@ class _SparseRetriever:
                             f"{type(corpus).__name__}; wrap a single document in a list")
         if len(corpus) == 0:
             raise ValueError("corpus is empty: fit() needs at least one document")
+        if isinstance(corpus[0], Mapping):
+            corpus = [passage_text(record) for record in corpus]
         kind = str if isinstance(corpus[0], str) else list
         docs = []
         for i, doc in enumerate(corpus):
@@ -194,12 +181,6 @@ class _SparseRetriever:
                 raise TypeError(f"{where} must be a string or a list of string tokens, but it "
                                 f"contains {type(token).__name__}: {token!r}")
         return list(text)
-
-    def _check_fitted(self):
-        if not hasattr(self, "index_"):
-            raise ValueError(f"this {self._name} is not fitted yet: call fit(corpus) before "
-                             "score() or search()")
-
 
 def _is_sequence(obj):
     """An ordered collection that is not a string: a list, tuple, NumPy array, dataset column..."""

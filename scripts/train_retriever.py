@@ -94,7 +94,7 @@ def train(config, progress=False, stop_after=None):
                               evaluate=lambda m: dev_recall(m, passages, splits["dev"]),
                               eval_every=t["eval_every"], progress=progress)
     dense = DenseRetriever(model).fit(passages)
-    bm25 = BM25Retriever().fit([f"{p['title']} {p['text']}" for p in passages])
+    bm25 = BM25Retriever().fit(passages)
     ids = [p["id"] for p in passages]
     metrics, baseline, hybrid = (
         rounded({split: evaluate_retriever(retriever, splits[split], ids) for split in ("dev", "test")})

@@ -251,7 +251,8 @@ def test_training_needs_a_stopping_rule(tokenizer, examples):
 
 @pytest.fixture(scope="module")
 def dense(tokenizer, kb):
-    return DenseRetriever(small_model(tokenizer)).fit(kb[0][:300])
+    # Bare (title, text) pairs, so that ids are positions, which the brute-force checks index by.
+    return DenseRetriever(small_model(tokenizer)).fit([(p["title"], p["text"]) for p in kb[0][:300]])
 
 
 def test_dense_search_is_exact_dot_product_search(dense, kb):
@@ -273,9 +274,9 @@ def test_dense_retriever_can_search_an_approximate_index(tokenizer, kb):
 
 
 @pytest.mark.parametrize("call, error, problem", [
-    (lambda r: r.search("What money?", 3), TypeError, "list of strings"),
+    (lambda r: r.search("What money?", 3), TypeError, "list of queries"),
     (lambda r: r.search([], 3), ValueError, "queries is empty"),
-    (lambda r: r.search(["What money?"], 301), ValueError, "k=301 is larger than the index"),
+    (lambda r: r.search(["What money?"], 301), ValueError, "k=301 is larger than the corpus"),
     (lambda r: r.score(["What money?"]), TypeError, "query must be a string"),
 ])
 def test_dense_retriever_rejects_bad_queries(dense, call, error, problem):

@@ -147,7 +147,7 @@ def test_rag_sequence_decoding_picks_the_most_likely_candidate(parts):
     best = model.generator_tokenizer.decode(answer_ids[0], skip_special_tokens=True)
     # Every document's own greedy answer is a candidate; none may be more likely than the pick.
     with torch.no_grad():
-        scores, ids = model.retrieve([question])
+        scores, ids = model.retrieve_rows([question])
         inputs, mask = model.generator_inputs([question], ids)
         states = model.generator.get_encoder()(input_ids=inputs, attention_mask=mask)
         per_doc = model._greedy(states.last_hidden_state, mask, None, 6)
@@ -205,9 +205,12 @@ def test_bm25_scores_as_document_logits(parts):
     bm25 = BM25Retriever().fit([f"{p['title']} {p['text']}" for p in passages])
     model = RAGModel(bm25, generator, tokenizer, passages, n_docs=3)
     scores, ids = model.retrieve([questions[0]["question"]])
-    expected_scores, expected_ids = bm25.search([questions[0]["question"]], 3)
-    assert ids.tolist() == expected_ids.tolist()
-    assert np.allclose(scores.numpy(), expected_scores)
+    expected_scores, expected_rows = bm25.search([questions[0]["question"]], 3)
+    assert ids.tolist() == [[passages[i]["id"] for i in expected_rows[0]]]
+    assert np.allclose(scores, expected_scores)
+    # A retriever fitted on the passage records, answering with ids, gives the same model.
+    by_ids = RAGModel(BM25Retriever().fit(passages), generator, tokenizer, passages, n_docs=3)
+    assert by_ids.retrieve([questions[0]["question"]])[1].tolist() == ids.tolist()
     assert not model.trainable_parameters()
     with pytest.raises(ValueError, match="nothing to train"):
         train_rag(model, questions[:4], max_steps=1, progress=False)
