@@ -79,7 +79,8 @@ def test_table(passages, test, retriever, weak, reader, tokenizer):
                for i, q in zip(top, questions)]
     rows["BM25 -> reader"] = {"": {**evaluate_qa(reader, tokenizer, sources, test)[0],
                                    "recall@1": float((top == gold).mean())}}
-    joint = {v: BiEncoder.from_pretrained(ROOT / "checkpoints" / f"rag_{v}") for v in VARIANTS}
+    joint = {v: BiEncoder.from_pretrained(ROOT / "checkpoints" / f"rag_{v}" / "retriever")
+             for v in VARIANTS}
     for name, retrievers in (("RAG-BM25", dict.fromkeys(VARIANTS, bm25)),
                              ("RAG, frozen dense (chapter 02)", dict.fromkeys(VARIANTS, retriever)),
                              ("RAG, weak start", dict.fromkeys(VARIANTS, weak)),

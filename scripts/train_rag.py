@@ -15,9 +15,10 @@ For each variant (RAG-Sequence, RAG-Token) and each seed:
    label is used. The learning rate decays linearly to zero; every ``eval_every`` steps the model
    is evaluated on every third dev question and the weights with the best dev Recall@1 are kept.
 
-The first seed's bi-encoder is saved to ``OUT/rag_sequence`` and ``OUT/rag_token`` (``OUT`` is
-``checkpoints/`` by default), loadable with ``BiEncoder.from_pretrained``; its ``training.json``
-holds the command, versions, configuration, every seed's curves and the metrics of the weak start
+The first seed's model is saved to ``OUT/rag_sequence`` and ``OUT/rag_token`` (``OUT`` is
+``checkpoints/`` by default) by ``RAGModel.save_pretrained`` — ``retriever/`` (the bi-encoder),
+``generator/`` (the reader), the passages, the index's vectors and ``rag.json`` — and loads with
+``RAGModel.from_pretrained(folder)``; its ``training.json`` holds the command, versions, configuration, every seed's curves and the metrics of the weak start
 and of the trained model on all dev and test questions. With the same torch build and thread
 count a rerun gives the same weights and metrics.
 """
@@ -125,7 +126,7 @@ def main(argv=None):
                               for k in ("em", "recall@1", "recall@5")), flush=True)
             saved = saved or model
         out = args.out / f"rag_{variant}"
-        saved.biencoder.save_pretrained(out)
+        saved.save_pretrained(out)
         record = {"command": " ".join(["python scripts/train_rag.py", *argv]),
                   "threads": args.threads, "stop_after": args.stop_after,
                   "versions": {"python": platform.python_version(), "torch": torch.__version__,

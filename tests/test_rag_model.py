@@ -345,7 +345,7 @@ def test_train_question_encoder_learns_labels_against_a_frozen_index(parts):
 def test_the_joint_checkpoints_kept_chapter_02s_passage_encoder(variant):
     """scripts/train_rag.py trains the question encoder only: the saved passage encoder (and so
     the index built from it) must be chapter 02's, weight for weight."""
-    joint = BiEncoder.from_pretrained(CHECKPOINTS / f"rag_{variant}")
+    joint = BiEncoder.from_pretrained(CHECKPOINTS / f"rag_{variant}" / "retriever")
     chapter_02 = BiEncoder.from_pretrained(CHECKPOINTS / "retriever")
     assert not joint.tied
     for (name, a), b in zip(joint.context_encoder.state_dict().items(),
@@ -390,3 +390,39 @@ def test_the_rag_checkpoint_script_reproduces_the_start_of_its_recorded_run(tmp_
                 expected["weak_start"][split][key], abs=METRIC_TOLERANCE), (split, key)
     assert_same_start(rerun["history"], expected["history"], REPRODUCE_STEPS, LOSS_TOLERANCE,
                       dict.fromkeys(("em", "recall@1", "recall@5"), METRIC_TOLERANCE))
+
+
+@pytest.mark.parametrize("variant", ["sequence", "token"])
+def test_the_shipped_rag_folders_are_chapter_05s_models_unchanged(variant):
+    """checkpoints/rag_<variant> is one RAGModel folder (RAGModel.from_pretrained, the documented
+    entry point). It was converted from the bi-encoder folder that scripts/train_rag.py used to
+    write, with every weight file moved unchanged; loaded whole, it must give the model that
+    chapter 05 builds from its parts the same answers and the same losses on every test
+    question."""
+    from ragtutor.generation import load_checkpoint
+
+    folder = CHECKPOINTS / f"rag_{variant}"
+    loaded = RAGModel.from_pretrained(folder)
+    reader, tokenizer, _ = load_checkpoint("reader")
+    parts = RAGModel(BiEncoder.from_pretrained(folder / "retriever"), reader, tokenizer,
+                     load_passages(), n_docs=5, variant=variant).eval()
+    assert (loaded.n_docs, loaded.variant) == (5, variant)
+    assert (folder / "generator" / "model.safetensors").read_bytes() == \
+        (CHECKPOINTS / "reader" / "model.safetensors").read_bytes()
+    test = load_questions("test")
+    questions = [q["question"] for q in test]
+    answers = loaded.generate(questions)
+    assert answers == parts.generate(questions)
+    scores, ids = loaded.retrieve(questions[:50])
+    assert ids.tolist() == parts.retrieve(questions[:50])[1].tolist()
+    assert np.array_equal(scores, parts.retrieve(questions[:50])[0])
+    with torch.no_grad():
+        for start in range(0, len(test), 64):
+            batch = test[start:start + 64]
+            args = ([q["question"] for q in batch], [q["answers"][0] for q in batch])
+            torch.testing.assert_close(loaded(*args)["nll"], parts(*args)["nll"], rtol=0, atol=0)
+    # The recorded test exact match of the saved seed, from the same answers.
+    from ragtutor.metrics import qa_scores
+    record = json.loads((folder / "training.json").read_text())
+    em = qa_scores(answers, [q["answers"] for q in test])["em"]
+    assert em == pytest.approx(record["runs"][0]["trained"]["test"]["em"], abs=1e-4)
