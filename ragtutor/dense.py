@@ -42,11 +42,11 @@ from tokenizers import processors
 from transformers import AutoTokenizer, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
 from transformers.utils import logging as transformers_logging
 
-from ragtutor.generation import BOS, EOS, SPECIAL_TOKENS, train_tokenizer
 from ragtutor.index import VectorIndex
 from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
                                 reciprocal_rank_fusion)
 from ragtutor.sparse import BM25Retriever
+from ragtutor.tokenization import BOS, EOS, SPECIAL_TOKENS, train_tokenizer
 from ragtutor.train import train
 
 __all__ = ["POOLINGS", "build_tokenizer", "BiEncoder", "in_batch_negatives_loss",
@@ -66,7 +66,7 @@ def build_tokenizer(passages, questions, examples=()):
 
     ``passages`` (title and text), ``questions`` (question text; the wording of dev and test
     questions is no answer leak) and counterfactual ``examples`` (title, text and question). Built
-    with :func:`ragtutor.generation.train_tokenizer`, so decoding is lossless, and given DPR's two
+    with :func:`ragtutor.tokenization.train_tokenizer`, so decoding is lossless, and given DPR's two
     templates: a question is ``<s> x </s>`` and a (title, text) pair ``<s> title </s> text </s>``;
     the first token <s> is the one whose output vector is pooled. Hugging Face's ``RagRetriever``
     tokenises questions with this tokenizer directly and decodes them back to text, so both

@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ragtutor.tokenization import EOS_ID, PAD_ID, START_ID
 from ragtutor.train import train
 
 __all__ = ["doc_log_prior", "token_logprobs", "rag_sequence_nll", "rag_token_nll",
@@ -74,9 +75,6 @@ __all__ = ["doc_log_prior", "token_logprobs", "rag_sequence_nll", "rag_token_nll
            "fast_decoding", "rag_generate", "RAGModel", "train_rag", "VARIANTS", "PAD_ID", "START_ID",
            "EOS_ID"]
 
-# The special tokens of every course tokenizer (ragtutor.generation.SPECIAL_TOKENS): <pad>, <s>
-# (also the decoder's start) and </s>. The decoding helpers default to them.
-PAD_ID, START_ID, EOS_ID = 0, 1, 2
 
 Hypothesis = namedtuple("Hypothesis", ["tokens", "log_prob"])
 Hypothesis.__doc__ = """A decoded answer: ``tokens`` (a tuple of ids, without the start token,
