@@ -7,7 +7,7 @@ Measures, in one run and on one thread, the time to index the corpus and the que
 ``<!-- bm25:begin -->`` and ``<!-- bm25:end -->`` of benchmarks/RESULTS.md, leaving the rest of the
 file as it is. rank_bm25 scores a query with a Python loop over every document, so it is timed once
 on a sample of the queries (``--rank-bm25-queries``); the others answer all of them, ``--repeat``
-times, and their fastest run counts. bm25s runs its NumPy backend (no numba), like ragtutor. The
+times, alternately, and the median run counts. bm25s runs its NumPy backend (no numba), like ragtutor. The
 script also checks that the three give the same answers: ragtutor's "okapi" scores equal
 rank_bm25's, and its "lucene" top-10 scores equal bm25s's once divided by (k1 + 1).
 
@@ -25,6 +25,7 @@ os.environ["DISABLE_TQDM"] = "1"
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -91,7 +92,8 @@ def main():
     parser.add_argument("--rank-bm25-queries", type=int, default=50,
                         help="the sample of queries rank_bm25 is timed on (it is slow)")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="query runs of ragtutor and bm25s, the fastest counts (default 3)")
+                        help="alternating query runs of ragtutor and bm25s; the median counts "
+                             "(default 3)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
 
@@ -104,7 +106,6 @@ def main():
           f"{len(queries):,} queries")
 
     ours, ours_index_s = timed(lambda: BM25Retriever(k1=K1, b=B).fit(docs))
-    (ours_scores, ours_ids), ours_query_s = timed(lambda: ours.search(queries, K), args.repeat)
 
     def bm25s_index():
         index = bm25s.BM25(k1=K1, b=B, method="lucene", backend="numpy")
@@ -112,8 +113,19 @@ def main():
         return index
 
     theirs, bm25s_index_s = timed(bm25s_index)
-    result, bm25s_query_s = timed(lambda: theirs.retrieve(
-        queries, k=K, n_threads=0, backend_selection="numpy", show_progress=False), args.repeat)
+    # The two query runs alternate, so that a slow spell of the machine hits both alike; the
+    # median of each counts.
+    ours_times, bm25s_times = [], []
+    for _ in range(args.repeat):
+        (ours_scores, ours_ids), seconds = timed(lambda: ours.search(queries, K))
+        ours_times.append(seconds)
+        result, seconds = timed(lambda: theirs.retrieve(
+            queries, k=K, n_threads=0, backend_selection="numpy", show_progress=False))
+        bm25s_times.append(seconds)
+    ours_query_s, bm25s_query_s = statistics.median(ours_times), statistics.median(bm25s_times)
+    print(f"ragtutor / bm25s queries per second, run by run: "
+          + ", ".join(f"{len(queries) / a:,.0f} / {len(queries) / b:,.0f}"
+                      for a, b in zip(ours_times, bm25s_times)))
 
     okapi, rank_index_s = timed(lambda: rank_bm25.BM25Okapi(docs, k1=K1, b=B))
     rank_top, rank_query_s = timed(lambda: rank_bm25_top_k(okapi, sample))
@@ -149,16 +161,16 @@ def main():
                      f"| {ours_qps / qps:.1f}× |")
     lines += ["", f"rank_bm25 is timed once, on the first {len(sample)} queries only: it loops "
               f"over all {len(docs):,} documents in Python for every query term. ragtutor and "
-              f"bm25s answer all {len(queries):,} queries; each is timed {args.repeat} times and "
-              "the fastest counts. Targets: at least 100× rank_bm25's throughput and at least "
+              f"bm25s answer all {len(queries):,} queries; each is timed {args.repeat} times, "
+              "alternately, and the median counts. Targets: at least 100× rank_bm25's throughput and at least "
               "bm25s's."]
     table = "\n".join(lines)
     print(table)
 
     bm25s_qps, rank_qps = len(queries) / bm25s_query_s, len(sample) / rank_query_s
-    print(f"targets: {ours_qps / rank_qps:.0f}× rank_bm25 (≥ 50: "
-          f"{'met' if ours_qps >= 50 * rank_qps else 'MISSED'}), {ours_qps / bm25s_qps:.2f}× bm25s "
-          f"(≥ 0.5: {'met' if ours_qps >= 0.5 * bm25s_qps else 'MISSED'})")
+    print(f"targets: {ours_qps / rank_qps:.0f}× rank_bm25 (≥ 100: "
+          f"{'met' if ours_qps >= 100 * rank_qps else 'MISSED'}), {ours_qps / bm25s_qps:.2f}× bm25s "
+          f"(≥ 1: {'met' if ours_qps >= bm25s_qps else 'MISSED'})")
     if not args.no_write:
         write_section(table)
 

@@ -125,9 +125,9 @@ class _SparseRetriever(Retriever):
         costs, ids = [], []
         for start in range(0, len(tokens), batch):
             # One sparse product per batch, negated through the small query matrix so that it
-            # yields costs = -scores directly, which _k_smallest ranks.
+            # yields costs = -scores directly, which _k_smallest_sparse ranks.
             vectors = self._query_matrix(tokens[start:start + batch])
-            batch_costs, batch_ids = _k_smallest((-vectors @ self.index_).toarray(), k)
+            batch_costs, batch_ids = _k_smallest_sparse((-vectors @ self.index_).tocsr(), k)
             costs.append(batch_costs)
             ids.append(batch_ids)
         return 0.0 - np.concatenate(costs), np.concatenate(ids)
@@ -181,6 +181,40 @@ class _SparseRetriever(Retriever):
                 raise TypeError(f"{where} must be a string or a list of string tokens, but it "
                                 f"contains {type(token).__name__}: {token!r}")
         return list(text)
+
+def _k_smallest_sparse(costs, k):
+    """:func:`ragtutor.retrieval._k_smallest` of each row of the sparse matrix ``costs``, whose
+    missing entries are 0 (documents that share no term with the query).
+
+    When a row stores at least k costs and its k smallest are all below 0, the answer lies among
+    the stored entries alone, so only those are partitioned — on a large corpus a good share of
+    the documents share no word with a query, and partitioning is most of a search's time. Any
+    other row (fewer than k matching documents, or scores of 0 or below in its top k) is ranked
+    in full, so that ties with unmatched documents are broken by the lower index as usual.
+    """
+    n_rows, n_docs = costs.shape
+    top_costs, top_ids = np.empty((n_rows, k)), np.empty((n_rows, k), dtype=np.int64)
+    for row in range(n_rows):
+        start, end = costs.indptr[row], costs.indptr[row + 1]
+        data, cols = costs.data[start:end], costs.indices[start:end]
+        if end - start >= k:
+            chosen = np.argpartition(data, k - 1)[:k]
+            kth = data[chosen].max()
+            if kth < 0:
+                tied = np.flatnonzero(data == kth)
+                if len(tied) > np.count_nonzero(data[chosen] == kth):
+                    # The tie straddles the cut: every entry below it, then the lowest indices.
+                    below = np.flatnonzero(data < kth)
+                    tied = tied[np.argsort(cols[tied], kind="stable")][:k - len(below)]
+                    chosen = np.concatenate([below, tied])
+                order = np.lexsort((cols[chosen], data[chosen]))
+                top_costs[row], top_ids[row] = data[chosen][order], cols[chosen][order]
+                continue
+        dense = np.zeros((1, n_docs))
+        dense[0, cols] = data
+        top_costs[row], top_ids[row] = (a[0] for a in _k_smallest(dense, k))
+    return top_costs, top_ids
+
 
 def _is_sequence(obj):
     """An ordered collection that is not a string: a list, tuple, NumPy array, dataset column..."""

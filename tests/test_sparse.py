@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import rank_bm25
 import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ragtutor.sparse import BM25Retriever, TfidfRetriever, top_k
@@ -226,3 +228,21 @@ def test_numpy_integer_k_and_tuples_are_accepted():
 def test_stopwords_must_be_a_set_of_words():
     with pytest.raises(TypeError, match="stopwords must be None or a set of words"):
         BM25Retriever(stopwords="the").fit(["the cat"])
+
+
+# --- properties: search equals ranking every document's score ----------------------------------
+
+@given(st.lists(st.lists(st.sampled_from("abcdef"), min_size=1, max_size=6), min_size=1,
+                max_size=25),
+       st.lists(st.lists(st.sampled_from("abcdefg"), min_size=1, max_size=3), min_size=1,
+                max_size=4),
+       st.integers(1, 25), st.sampled_from(["lucene", "okapi", "atire"]))
+def test_property_search_equals_top_k_of_every_score(corpus, queries, k, method):
+    """A tiny vocabulary gives many equal scores and many documents that match nothing: search
+    must still return exactly the top k of all scores, ties by the lower position."""
+    retriever = BM25Retriever(method=method).fit(corpus)
+    k = min(k, len(corpus))
+    scores, ids = retriever.search(queries, k)
+    expected_scores, expected_ids = top_k(np.stack([retriever.score(q) for q in queries]), k)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-12, atol=1e-12)
