@@ -33,7 +33,7 @@ from ragtutor import set_seed
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_encoder
 from ragtutor.generation import combined_input, evaluate_qa, load_checkpoint, reader_sources
-from ragtutor.rag import VARIANTS, RAGModel, train_rag
+from ragtutor.rag_model import VARIANTS, RAGModel, train_rag
 from ragtutor.sparse import BM25Retriever
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

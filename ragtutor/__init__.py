@@ -1,12 +1,22 @@
 """ragtutor — the helper package of the course on Retrieval-Augmented Generation.
 
 Each module holds one idea that a chapter builds in plain code first and later chapters reuse:
-``text`` and ``metrics`` (every chapter), ``data`` and ``kb`` (the knowledge base), ``sparse``
-(chapter 01), ``dense`` and ``index`` (chapter 02), ``generation`` (chapter 03), ``rag`` (chapters
-04 and 05), ``hf`` (chapter 06), ``exercises`` (self-checks), ``testing`` and ``netguard`` (the
-offline test harness).
+``text`` and ``metrics`` (every chapter), ``data`` and ``kb`` (the knowledge base), ``retrieval``
+(the retriever contract), ``sparse`` (chapter 01), ``dense`` and ``index`` (chapter 02),
+``tokenization`` and ``generation`` (chapter 03), ``train`` (the training loop), ``rag`` (chapter
+04), ``rag_model`` (chapter 05), ``hf`` (chapter 06), ``exercises`` (self-checks), ``testing``,
+``netguard`` and ``student`` (the test harness). docs/design.md draws the map.
 """
 from ragtutor.utils import check_environment, set_seed
 
 __version__ = "0.1.0"
-__all__ = ["set_seed", "check_environment", "__version__"]
+__all__ = ["set_seed", "check_environment", "RAGModel", "__version__"]
+
+
+def __getattr__(name):
+    # ``from ragtutor import RAGModel``, the course's final model, without importing torch and
+    # transformers on ``import ragtutor`` (the environment check must run before they load).
+    if name == "RAGModel":
+        from ragtutor.rag_model import RAGModel
+        return RAGModel
+    raise AttributeError(f"module 'ragtutor' has no attribute {name!r}")

@@ -4,7 +4,7 @@ Chapter 02's bi-encoder, chapter 03's seq2seq models and chapter 05's RAG model 
 step computes — the loss of a batch — and in nothing else. :func:`train` is the rest: AdamW, the
 learning-rate schedule, gradient clipping, the loss log, periodic evaluation, keeping the best
 weights, the step and time limits, a progress bar and a guard against a loss that is no longer a
-number. ``dense.train_biencoder``, ``generation.train_seq2seq``, ``rag.train_rag`` and
+number. ``dense.train_biencoder``, ``generation.train_seq2seq``, ``rag_model.train_rag`` and
 ``dense.train_question_encoder`` are short wrappers that give it their loss.
 
 Time limits (``max_seconds``) are for a learner's notebook; the scripts that make checkpoints and

@@ -10,7 +10,7 @@ For each variant (RAG-Sequence, RAG-Token) and each seed:
    layers (``ragtutor.dense.cold_question_encoder``) and only ``weak_steps`` labelled steps
    against the frozen index (``train_question_encoder``), so that it retrieves the gold passage
    for only a few dev questions;
-2. joint training by the RAG marginal likelihood (``ragtutor.rag.train_rag``): the question
+2. joint training by the RAG marginal likelihood (``ragtutor.rag_model.train_rag``): the question
    encoder trains, chapter 03's reader (``checkpoints/reader``) stays frozen, and no retrieval
    label is used. The learning rate decays linearly to zero; every ``eval_every`` steps the model
    is evaluated on every third dev question and the weights with the best dev Recall@1 are kept.
@@ -38,7 +38,7 @@ from ragtutor import set_seed
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_encoder
 from ragtutor.generation import load_checkpoint
-from ragtutor.rag import VARIANTS, RAGModel, train_rag
+from ragtutor.rag_model import VARIANTS, RAGModel, train_rag
 
 ROOT = Path(__file__).resolve().parents[1]
 

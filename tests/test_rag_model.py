@@ -15,7 +15,8 @@ from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import (BiEncoder, build_tokenizer, cold_question_encoder,
                             train_question_encoder)
 from ragtutor.generation import build_seq2seq, combined_input, train_tokenizer
-from ragtutor.rag import RAGModel, rag_sequence_nll, rag_token_nll, teacher_forcing, train_rag
+from ragtutor.rag import rag_sequence_nll, rag_token_nll, teacher_forcing
+from ragtutor.rag_model import RAGModel, train_rag
 from ragtutor.sparse import BM25Retriever
 from reproduction import assert_same_start
 
