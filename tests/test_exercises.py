@@ -24,8 +24,10 @@ MARKER = re.compile(r"^\s*#\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE | re.MULT
 @pytest.fixture
 def registry(monkeypatch):
     """An empty registry, so that the checks these tests define stay out of the course's."""
-    monkeypatch.setattr(exercises, "EXERCISES", {})
-    return exercises.EXERCISES
+    fresh = {}
+    monkeypatch.setattr(exercises.checks, "EXERCISES", fresh)  # where @exercise registers
+    monkeypatch.setattr(exercises, "EXERCISES", fresh)
+    return fresh
 
 
 @pytest.fixture
@@ -372,10 +374,10 @@ def test_ch06_rag_token_loss_is_hugging_faces():
     rag_token_nll on nll_inputs_from_hf, which tests/test_rag.py checks against Hugging Face."""
     from ragtutor.rag import nll_inputs_from_hf, rag_token_nll
 
-    for logits, scores, labels in exercises._ch06_problems(0):
+    for logits, scores, labels in exercises.ch06._ch06_problems(0):
         k = scores.shape[1]
         logprobs, target = nll_inputs_from_hf(logits, labels, k, 0)
-        np.testing.assert_allclose(exercises._ch06_token_loss(logits, scores, labels),
+        np.testing.assert_allclose(exercises.ch06._ch06_token_loss(logits, scores, labels),
                                    rag_token_nll(logprobs, scores, target, 0).numpy(), rtol=1e-10)
 
 
@@ -418,14 +420,14 @@ def test_ch05_retriever_gradient_is_the_rag_models():
     rag_sequence_nll, batch mean, differentiated by autograd."""
     from ragtutor.rag import rag_sequence_nll
 
-    for lp, scores in exercises._ch05_gradient_problems(0):
+    for lp, scores in exercises.ch05._ch05_gradient_problems(0):
         b, k = scores.shape
         logprobs = torch.full((b, k, 1, 3), -math.inf, dtype=torch.float64)
         logprobs[:, :, 0, 2] = lp  # one-token answers (token 2) with log-likelihood lp,
         logprobs[:, :, 0, 1] = torch.log1p(-lp.exp())  # the rest of the mass on token 1
         s = scores.clone().requires_grad_(True)
         rag_sequence_nll(logprobs, s, torch.full((b, 1), 2), 0).mean().backward()
-        np.testing.assert_allclose(exercises._ch05_gradient(lp, scores), s.grad.numpy(),
+        np.testing.assert_allclose(exercises.ch05._ch05_gradient(lp, scores), s.grad.numpy(),
                                    rtol=1e-10)
 
 
