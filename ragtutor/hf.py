@@ -67,6 +67,7 @@ from ragtutor.dense import BiEncoder
 from ragtutor.generation import combined_input
 from ragtutor.index import VectorIndex
 from ragtutor.rag import rag_sequence_nll, rag_token_beam_search, rag_token_nll, seq2seq_generator
+from ragtutor.retrieval import check_texts
 
 __all__ = ["PASSAGES_DIR", "INDEX_FILE", "CONTEXT_ENCODER_DIR", "ExportedRag", "as_biencoder",
            "passages_dataset", "export_rag", "rag_labels", "CourseRag"]
@@ -164,19 +165,6 @@ def _positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _check_questions(questions, what="questions"):
-    if isinstance(questions, str) or not hasattr(questions, "__len__"):
-        raise TypeError(f"{what} must be a list of strings, got {type(questions).__name__}; wrap a "
-                        "single one in a list")
-    questions = list(questions)
-    if not questions:
-        raise ValueError(f"{what} is empty: pass at least one")
-    for i, q in enumerate(questions):
-        if not isinstance(q, str) or not q.strip():
-            raise ValueError(f"{what}[{i}] must be a non-empty string, got {q!r}")
-    return questions
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +304,7 @@ def rag_labels(generator_tokenizer, answers):
     decoder's start token <s> and are padded with the pad id, never -100. The course's tokenizers
     wrap every text in ``<s> ... </s>``, so the tokenizer's output is the labels.
     """
-    answers = _check_questions(answers, "answers")
+    answers = check_texts(answers, "answers")
     batch = generator_tokenizer(answers, padding=True, return_tensors="pt")
     labels = batch.input_ids
     start, end = generator_tokenizer.bos_token_id, generator_tokenizer.eos_token_id
@@ -381,7 +369,7 @@ class CourseRag:
         """``(doc_scores, doc_ids)``: the scores s_k = q(x)·e(d_k) ``[B, K]`` (a float tensor) and
         the passage indices ``[B, K]`` (an int64 array) of each question's top K passages."""
         self._check_fitted()
-        questions = _check_questions(questions)
+        questions = check_texts(questions)
         biencoder = self.biencoder_
         was_training = biencoder.training
         biencoder.eval()
@@ -394,7 +382,7 @@ class CourseRag:
     def generator_inputs(self, questions, doc_ids):
         """The reader's inputs for each question's documents: ``input_ids`` and
         ``attention_mask``, ``[B*K, S]``, padded to the longest."""
-        questions = _check_questions(questions)
+        questions = check_texts(questions)
         sources = [combined_input(self.passages_[d]["title"], self.passages_[d]["text"], q)
                    for q, ids in zip(questions, doc_ids) for d in ids]
         batch = self.generator_tokenizer(sources, padding=True, return_tensors="pt")
@@ -414,8 +402,8 @@ class CourseRag:
         """
         if variant not in ("token", "sequence"):
             raise ValueError(f"variant must be 'token' or 'sequence', got {variant!r}")
-        questions = _check_questions(questions)
-        answers = _check_questions(answers, "answers")
+        questions = check_texts(questions)
+        answers = check_texts(answers, "answers")
         if len(answers) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
         doc_scores, doc_ids = self.retrieve(questions)

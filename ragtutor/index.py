@@ -30,6 +30,8 @@ import numbers
 import faiss
 import numpy as np
 
+from ragtutor.retrieval import check_k
+
 __all__ = ["VectorIndex", "ann_recall"]
 
 
@@ -148,7 +150,7 @@ class VectorIndex:
                              "search()")
         queries = _as_matrix(queries, "queries")
         self._check_dim(queries, "queries")
-        k = _check_k(k, self.index_.ntotal)
+        k = check_k(k, self.index_.ntotal, "the index", "vectors")
         if self.kind == "ivf":
             self.index_.nprobe = _check_range(self.nprobe, "nprobe", 1, self.index_.nlist)
         elif self.kind == "hnsw":
@@ -234,14 +236,3 @@ def _check_range(value, name, low, high):
     if not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}], got {name}={value}")
     return value
-
-
-def _check_k(k, n):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}: {k!r}")
-    if k <= 0:
-        raise ValueError(f"k must be at least 1, got k={k}")
-    if k > n:
-        raise ValueError(f"k={k} is larger than the index, which holds {n} vectors: ask for at "
-                         f"most k={n}")
-    return int(k)

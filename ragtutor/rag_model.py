@@ -22,27 +22,12 @@ import torch
 
 from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_nll,
                           teacher_forcing, token_logprobs)
+from ragtutor.retrieval import check_texts
 from ragtutor.train import train
 
 __all__ = ["RAGModel", "train_rag", "VARIANTS"]
 
 _RAG_CONFIG_FILE = "rag.json"
-
-
-def _check_questions(questions, what="questions"):
-    if isinstance(questions, str) or not hasattr(questions, "__len__"):
-        raise TypeError(f"{what} must be a list of strings, got {type(questions).__name__}; wrap a "
-                        "single question in a list")
-    questions = list(questions)
-    if not questions:
-        raise ValueError(f"{what} is empty: pass at least one question")
-    for i, q in enumerate(questions):
-        if not isinstance(q, str):
-            raise TypeError(f"{what}[{i}] must be a string, got {type(q).__name__}: {q!r}")
-        if not q.strip():
-            raise ValueError(f"{what}[{i}] is empty: there is nothing to retrieve with; ask a "
-                             "question in words")
-    return questions
 
 
 _RESCORE_ROWS = 256  # (candidate, document) pairs scored per forward pass in RAG-Sequence decoding
@@ -174,7 +159,7 @@ class RAGModel(torch.nn.Module):
         """``(doc_scores [B, K], doc_ids [B, K])``: the top K passages (positions in ``passages``)
         for each question and their scores, differentiable with respect to the question encoder
         (and to the passage encoder when it trains)."""
-        questions = _check_questions(questions)
+        questions = check_texts(questions)
         k = self.n_docs
         if not self.dense:
             scores, ids = self.fixed_retriever.search(questions, k)
@@ -227,7 +212,7 @@ class RAGModel(torch.nn.Module):
         ``doc_ids`` ``[B, K]``, ``logprobs`` ``[B, K, T, V]`` and ``target`` ``[B, T]`` (chapter 04's
         inputs: ``rag_sequence_nll(logprobs, doc_scores, target, pad_id)`` is ``nll``).
         """
-        questions = _check_questions(questions)
+        questions = check_texts(questions)
         answer_ids = self._answer_ids(answers)
         if len(answer_ids) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(answer_ids)} answers")
@@ -325,7 +310,7 @@ class RAGModel(torch.nn.Module):
         """Greedy answers, as strings, for a list of questions (RAG-Token: greedy on the per-token
         mixture; RAG-Sequence: the best of the K documents' greedy answers under the exact
         RAG-Sequence p(y|x))."""
-        questions = _check_questions(questions)
+        questions = check_texts(questions)
         was_training = self.training
         self.eval()
         answers = []
@@ -369,7 +354,7 @@ class RAGModel(torch.nn.Module):
         (``question``, ``answers``, ``passage_id``), with the predictions."""
         from ragtutor.metrics import qa_scores
 
-        texts = _check_questions([q["question"] for q in questions])
+        texts = check_texts([q["question"] for q in questions])
         was_training = self.training
         self.eval()
         predictions, hits1, hitsk = [], [], []

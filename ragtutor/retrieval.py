@@ -29,7 +29,7 @@ import numpy as np
 from ragtutor.metrics import retrieval_scores
 
 __all__ = ["Retriever", "HybridRetriever", "reciprocal_rank_fusion", "evaluate_retriever",
-           "top_k", "check_queries", "check_k", "passage_text"]
+           "top_k", "check_queries", "check_texts", "check_k", "passage_text"]
 
 
 def check_queries(queries):
@@ -42,15 +42,34 @@ def check_queries(queries):
     return list(queries)
 
 
-def check_k(k, n_docs):
-    """``k`` as an int, after checking that 1 <= k <= n_docs."""
+def check_texts(texts, what="questions"):
+    """``texts`` as a list of non-blank strings, after checking that it is one (not a lone
+    string): the questions a neural retriever or a RAG model reads."""
+    if isinstance(texts, (str, bytes, Mapping)) or not hasattr(texts, "__len__"):
+        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}; wrap a "
+                        "single one in a list")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{what} is empty: pass at least one")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] must be a non-empty string, got "
+                            f"{type(text).__name__}: {text!r}")
+        if not text.strip():
+            raise ValueError(f"{what}[{i}] must be a non-empty string, but it is empty ({text!r}): "
+                             "there is nothing to read; ask in words")
+    return texts
+
+
+def check_k(k, n, holder="the corpus", items="documents"):
+    """``k`` as an int, after checking that 1 <= k <= n (``holder`` has n ``items``)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an integer, got {type(k).__name__}: {k!r}")
     if k <= 0:
         raise ValueError(f"k must be at least 1, got k={k}")
-    if k > n_docs:
-        raise ValueError(f"k={k} is larger than the corpus, which has {n_docs} documents: "
-                         f"ask for at most k={n_docs}")
+    if k > n:
+        raise ValueError(f"k={k} is larger than {holder}, which has {n} {items}: ask for at most "
+                         f"k={n}")
     return int(k)
 
 
