@@ -24,7 +24,6 @@ os.environ["DISABLE_TQDM"] = "1"
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
@@ -35,6 +34,7 @@ import numpy as np  # noqa: E402
 import rank_bm25  # noqa: E402
 
 from ragtutor.sparse import BM25Retriever  # noqa: E402
+from ragtutor.tools.records import cpu_name, write_section  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, END = "<!-- bm25:begin -->", "<!-- bm25:end -->"
@@ -54,16 +54,6 @@ def zipf_corpus(n_docs, n_queries, vocab_size=50_000, exponent=1.1, seed=0):
     queries = [words[rng.choice(vocab_size, size=rng.integers(2, 7), p=p, replace=False)].tolist()
                for _ in range(n_queries)]
     return docs, queries
-
-
-def cpu_name():
-    """The processor's model name where Linux says it, else what the platform module knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def timed(fn, repeat=1):
@@ -123,7 +113,7 @@ def main():
             queries, k=K, n_threads=0, backend_selection="numpy", show_progress=False))
         bm25s_times.append(seconds)
     ours_query_s, bm25s_query_s = statistics.median(ours_times), statistics.median(bm25s_times)
-    print(f"ragtutor / bm25s queries per second, run by run: "
+    print("ragtutor / bm25s queries per second, run by run: "
           + ", ".join(f"{len(queries) / a:,.0f} / {len(queries) / b:,.0f}"
                       for a, b in zip(ours_times, bm25s_times)))
 
@@ -172,20 +162,8 @@ def main():
           f"{'met' if ours_qps >= 100 * rank_qps else 'MISSED'}), {ours_qps / bm25s_qps:.2f}× bm25s "
           f"(≥ 1: {'met' if ours_qps >= bm25s_qps else 'MISSED'})")
     if not args.no_write:
-        write_section(table)
-
-
-def write_section(table):
-    """Put ``table`` between this benchmark's markers in RESULTS.md; keep everything else."""
-    section = f"{BEGIN}\n## BM25 speed\n\n{table}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-    print(f"wrote {RESULTS}")
+        write_section(RESULTS, f"## BM25 speed\n\n{table}", BEGIN, END)
+        print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

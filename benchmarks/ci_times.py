@@ -6,7 +6,7 @@
 
 ``summarize`` reads the JUnit report of the test run (pytest ``--junitxml``) and adds up the
 durations of its tests in three groups: the notebooks (every cell nbval runs), the slow tests
-(marked ``slow``; the ``ragtutor.testing`` plugin records the marker in the report) and the unit
+(marked ``slow``; the ``ragtutor.tools.testing`` plugin records the marker in the report) and the unit
 tests (the rest). pytest runs on every core (pytest-xdist), so these sums are worker time, not
 wall time: on two workers the wall time of the test run is about half their total, or more when
 one worker waits for the other's last long test. It prints the summary and saves it as JSON.
@@ -21,7 +21,7 @@ import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from notebooks import machine, write_section  # this folder's notebook benchmark
+from ragtutor.tools.records import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- ci:begin -->", "<!-- ci:end -->"

@@ -26,7 +26,6 @@ Writes ``benchmarks/dense_results.json`` (every record, loss curves included, wh
 plots) and the dense section of ``benchmarks/RESULTS.md``.
 """
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -36,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from notebooks import duration, run_once  # the notebook benchmark, beside this script
 from ragtutor.index import VectorIndex, ann_recall
+from ragtutor.tools.records import machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "retriever"
@@ -44,10 +45,6 @@ NOTEBOOK = ROOT / "notebooks" / "02_dense_retrieval.ipynb"
 RESULTS_JSON = ROOT / "benchmarks" / "dense_results.json"
 BEGIN, END = "<!-- dense:begin -->", "<!-- dense:end -->"
 
-# The notebook benchmark's runner and machine description, shared rather than copied.
-_spec = importlib.util.spec_from_file_location("notebook_benchmark", ROOT / "benchmarks" / "notebooks.py")
-NOTEBOOK_BENCHMARK = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(NOTEBOOK_BENCHMARK)
 
 # name -> the options of scripts/train_retriever.py that make the variant (None: the checkpoint)
 VARIANTS = {
@@ -135,7 +132,7 @@ def recipe_ablations(previous, save):
 def notebook_timing():
     """Chapter 02 top to bottom in a fresh kernel, as benchmarks/notebooks.py runs it: with 2
     threads and with 1, (seconds, peak bytes) each."""
-    return {threads: NOTEBOOK_BENCHMARK.run_once(NOTEBOOK, threads, timeout=600) for threads in (2, 1)}
+    return {threads: run_once(NOTEBOOK, threads, timeout=600) for threads in (2, 1)}
 
 
 def recipe_table(records):
@@ -177,9 +174,9 @@ def index_table(sweep):
     return "\n".join(lines)
 
 
-def write_section(results):
+def write_results(results):
     recipe = json.loads((CHECKPOINT / "training.json").read_text())
-    parts = [BEGIN, "## Dense retrieval (chapter 02)", "",
+    parts = ["## Dense retrieval (chapter 02)", "",
              f"Measured on {results['date']} with `python benchmarks/dense_retrieval.py` on "
              f"{results['machine']}.", ""]
     parts += ["### The checkpoint against BM25", "",
@@ -202,7 +199,7 @@ def write_section(results):
         parts += ["### The notebook", "",
                   "`notebooks/02_dense_retrieval.ipynb` top to bottom in a fresh kernel (as "
                   "`benchmarks/notebooks.py` runs it; budget 3 min, 1.5 GB): " + "; ".join(
-                      f"{t} thread{'s' * (t != '1')}: {NOTEBOOK_BENCHMARK.duration(v['seconds'])}, "
+                      f"{t} thread{'s' * (t != '1')}: {duration(v['seconds'])}, "
                       f"peak {v['peak_bytes'] / 1e9:.2f} GB" for t, v in timing.items()) + ".", ""]
     if "index" in results:
         sweep = results["index"]
@@ -211,16 +208,7 @@ def write_section(results):
                   f"{sweep['centres']:,} random centres (noise {sweep['noise']}), "
                   f"{sweep['queries']:,} queries in one batch, k = {sweep['k']}; the best of 2 "
                   "timings.", "", index_table(sweep), ""]
-    parts.append(END)
-    section = "\n".join(parts)
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text()
-    if BEGIN in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(ROOT / "benchmarks" / "RESULTS.md", "\n".join(parts), BEGIN, END)
 
 
 def main(argv=None):
@@ -239,9 +227,9 @@ def main(argv=None):
         results["notebook"] = {str(t): {"seconds": round(seconds, 1), "peak_bytes": peak}
                                for t, (seconds, peak) in notebook_timing().items()}
     results["date"] = time.strftime("%Y-%m-%d")
-    results["machine"] = NOTEBOOK_BENCHMARK.machine()
+    results["machine"] = machine()
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-    write_section(results)
+    write_results(results)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import train_generation as recipe  # noqa: E402  (the checkpoint script, a sibling folder)
 from ragtutor import set_seed  # noqa: E402
 from ragtutor.generation import combined_input, reader_batches  # noqa: E402
+from ragtutor.tools.records import write_section  # noqa: E402
 
 RESULTS_JSON = ROOT / "benchmarks" / "generation_recipes.json"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
@@ -175,17 +176,6 @@ def table(results):
     return "\n".join(lines)
 
 
-def write_section(text):
-    current = RESULTS_MD.read_text() if RESULTS_MD.is_file() else "# Benchmark results\n"
-    section = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + section + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS_MD.write_text(current)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), metavar="RECIPE",
@@ -201,7 +191,7 @@ def main(argv=None):
         results[name] = run(name, entities, passages, splits)
         print(json.dumps(results[name]["reader"]), flush=True)
         save(results)  # after each recipe, so that a failure later keeps what was measured
-    write_section(table(save(results)))
+    write_section(RESULTS_MD, table(save(results)), BEGIN, END)
 
 
 def save(results):

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -35,9 +34,8 @@ from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_enco
 from ragtutor.generation import combined_input, evaluate_qa, load_checkpoint, reader_sources
 from ragtutor.rag_model import VARIANTS, RAGModel, train_rag
 from ragtutor.sparse import BM25Retriever
+from ragtutor.tools.records import versions, write_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from notebooks import write_section  # noqa: E402  (benchmarks/notebooks.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 LIVE_RUN = {"variant": "token", "n_docs": 5, "steps": 200, "lr": 5e-4, "warmup": 20,
@@ -176,8 +174,7 @@ def main(argv=None):
                   f"{last['recall@1']:.3f}, R@5 {first['recall@5']:.3f} -> {last['recall@5']:.3f}, "
                   f"EM {first['em']:.3f} -> {last['em']:.3f}", flush=True)
     record = {"command": "python benchmarks/joint_training.py", "threads": 1,
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": transformers.__version__},
+              "versions": versions("torch", "transformers"),
               "seconds": round(time.perf_counter() - began, 1), "live_run": LIVE_RUN,
               "runs": runs}
     args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -19,10 +19,8 @@ kept). Budgets: the time of each chapter with two threads (the 2-core developmen
 """
 import argparse
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,9 +28,9 @@ import time
 from pathlib import Path
 
 import nbformat
-import psutil
 
-from ragtutor.testing import CurrentEnvNotebookClient
+from ragtutor.tools.records import machine, write_section
+from ragtutor.tools.testing import CurrentEnvNotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- notebooks:begin -->", "<!-- notebooks:end -->"
@@ -80,20 +78,6 @@ def duration(seconds):
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
-def machine():
-    """One line on where and with what the figures were measured."""
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                  .splitlines() if line.startswith("model name")]
-        cpu = models[0] if models else cpu
-    versions = ", ".join(f"{name} {importlib.metadata.version(name)}"
-                         for name in ["torch", "transformers", "faiss-cpu", "numpy"])
-    return (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 1e9:.0f} GB of "
-            f"memory, {platform.system()} {platform.release()}, Python "
-            f"{platform.python_version()}, {versions}")
-
-
 def table(notebooks, thread_counts, results, repeat, complete):
     """The markdown section, and whether every figure is within its budget."""
     within_all = True
@@ -136,19 +120,6 @@ def table(notebooks, thread_counts, results, repeat, complete):
     return "\n".join(lines), within_all
 
 
-def write_section(path, section, begin=BEGIN, end=END):
-    """Put ``section`` between the markers ``begin`` and ``end`` in ``path`` (by default the
-    notebooks section's), keeping everything outside them."""
-    block = f"{begin}\n{section}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        before, rest = text.split(begin, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path,
@@ -175,7 +146,7 @@ def main():
                   f"peak {results[path, threads][1] / 1e9:.2f} GB", flush=True)
     section, within = table(notebooks, args.threads, results, args.repeat,
                             complete=bool(chapters) and set(chapters) <= set(notebooks))
-    write_section(args.output, section)
+    write_section(args.output, section, BEGIN, END)
     print(f"wrote {args.output}" + ("" if within else "; some figures are over budget"))
     sys.exit(0 if within else 1)
 

@@ -4,8 +4,9 @@ Each module holds one idea that a chapter builds in plain code first and later c
 ``text`` and ``metrics`` (every chapter), ``data`` and ``kb`` (the knowledge base), ``retrieval``
 (the retriever contract), ``sparse`` (chapter 01), ``dense`` and ``index`` (chapter 02),
 ``tokenization`` and ``generation`` (chapter 03), ``train`` (the training loop), ``rag`` (chapter
-04), ``rag_model`` (chapter 05), ``hf`` (chapter 06), ``exercises`` (self-checks), ``testing``,
-``netguard`` and ``student`` (the test harness). docs/design.md draws the map.
+04), ``rag_model`` (chapter 05), ``hf`` (chapter 06), ``exercises`` (self-checks) and ``tools`` (the
+repository's own tooling: the test harness, the student-copy builder, the benchmarks' records).
+docs/design.md draws the map.
 """
 from ragtutor.utils import check_environment, set_seed
 

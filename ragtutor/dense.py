@@ -359,11 +359,16 @@ def biencoder_batches(examples, batch_size=64, seed=0, hard_negatives=None):
         raise ValueError(f"batch_size must be between 1 and the number of examples ({len(pool)}), "
                          f"got {batch_size}")
     rng = random.Random(seed)
-    waiting = []
+    waiting, idle = [], 0
     while True:
         queue = waiting + rng.sample(pool, len(pool))
         waiting = []
         batch, groups = [], set()
+        idle += 1  # passes over the examples without a batch: two in a row means none can be made
+        if idle > 2:
+            raise ValueError(f"no batch of {batch_size} examples with distinct passage groups can "
+                             f"be made from these {len(pool)} examples (they span "
+                             f"{len({examples[i]['group'] for i in pool})} groups): lower batch_size")
         for i in queue:
             new = {examples[i]["group"]}
             if hard_negatives is not None:
@@ -375,7 +380,7 @@ def biencoder_batches(examples, batch_size=64, seed=0, hard_negatives=None):
             groups |= new
             if len(batch) == batch_size:
                 yield _batch(examples, hard_negatives, batch)
-                batch, groups = [], set()
+                batch, groups, idle = [], set(), 0
         waiting += batch  # an incomplete batch starts the next epoch
 
 

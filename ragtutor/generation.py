@@ -27,6 +27,7 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from ragtutor.kb import iter_counterfactual_examples
 from ragtutor.metrics import qa_scores
+from ragtutor.retrieval import check_texts
 from ragtutor.tokenization import SPECIAL_TOKENS, train_tokenizer
 from ragtutor.train import train
 
@@ -102,7 +103,7 @@ def encode_pairs(tokenizer, sources, targets=None, max_source_length=128, max_ta
     <s> to make the decoder's input), padded with -100, which the loss ignores. An input longer
     than the limit is an error, never silently cut: a truncated passage may have lost the answer.
     """
-    sources = list(sources)
+    sources = check_texts(sources, "sources")
     batch = tokenizer(sources, padding=True, return_tensors="pt")
     lengths = batch.attention_mask.sum(1)
     if int(lengths.max()) > max_source_length:
@@ -158,10 +159,14 @@ def generate_answers(model, tokenizer, sources, num_beams=1, max_new_tokens=16, 
     Beam search is :func:`beam_search`: answers ranked by their log-probability
     (``length_penalty=0.0``; Hugging Face's default would divide it by the answer's length).
     """
+    for name, value in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens),
+                        ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    sources = check_texts(sources, "sources")
     model.eval()
     beam_options = {"early_stopping": "never", "length_penalty": 0.0} if num_beams > 1 else {}
     answers = []
-    sources = list(sources)
     for i in range(0, len(sources), batch_size):
         batch = encode_pairs(tokenizer, sources[i:i + batch_size],
                              max_source_length=model.config.max_position_embeddings)

@@ -33,6 +33,9 @@ def normalize_answer(text):
 def _answer_list(answers):
     if isinstance(answers, str):
         return [answers]
+    if not hasattr(answers, "__iter__"):
+        raise TypeError(f"answers must be a string or a list of acceptable strings, got "
+                        f"{type(answers).__name__}: {answers!r}")
     answers = list(answers)
     if not answers:
         raise ValueError("no acceptable answers were given: pass a non-empty list of strings")
@@ -76,6 +79,10 @@ def qa_scores(predictions, answers):
     ``predictions`` is a list of strings, ``answers`` a list of the same length whose items are each a
     string or a list of acceptable strings.
     """
+    for name, value in (("predictions", predictions), ("answers", answers)):
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise TypeError(f"{name} must be a list (one item per question), got "
+                            f"{type(value).__name__}: {value!r}; for one question pass [{name[:-1]}]")
     predictions, answers = list(predictions), list(answers)
     if len(predictions) != len(answers):
         raise ValueError(f"{len(predictions)} predictions but {len(answers)} answer lists: "
@@ -131,8 +138,9 @@ def _grades(relevant):
         raise TypeError(f"relevant must be a set of ids (or a dict id -> grade), got "
                         f"{type(relevant).__name__}: {relevant!r}; wrap a single id as {{id}}")
     for doc, grade in grades.items():
-        if isinstance(grade, bool) or not isinstance(grade, numbers.Real) or grade < 0:
-            raise ValueError(f"relevance grades must be non-negative numbers, got {grade!r} "
+        if isinstance(grade, bool) or not isinstance(grade, numbers.Real) or not grade >= 0 \
+                or not math.isfinite(grade):
+            raise ValueError(f"relevance grades must be finite, non-negative numbers, got {grade!r} "
                              f"for id {doc!r}")
     if not any(grade > 0 for grade in grades.values()):
         raise ValueError("no relevant ids were given: every query needs at least one relevant "

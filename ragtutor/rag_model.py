@@ -311,6 +311,9 @@ class RAGModel(torch.nn.Module):
         mixture; RAG-Sequence: the best of the K documents' greedy answers under the exact
         RAG-Sequence p(y|x))."""
         questions = check_texts(questions)
+        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         was_training = self.training
         self.eval()
         answers = []

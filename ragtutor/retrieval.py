@@ -21,6 +21,7 @@ does every check, so that bad input gets the same clear error from every back-en
 Also here: :func:`reciprocal_rank_fusion`, :class:`HybridRetriever` and
 :func:`evaluate_retriever`, which work through the contract alone.
 """
+import math
 import numbers
 from collections.abc import Mapping
 
@@ -260,9 +261,24 @@ def reciprocal_rank_fusion(rankings, n_docs, k=60):
     matter, so retrievers whose scores live on different scales (BM25, dot products) combine
     without calibration; k = 60 damps the weight of the very first ranks.
     """
+    if isinstance(n_docs, bool) or not isinstance(n_docs, numbers.Integral) or n_docs < 1:
+        raise ValueError(f"n_docs must be a positive int, got {n_docs!r}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Real) or not k > 0 or not math.isfinite(k):
+        raise ValueError(f"k (RRF's damping constant) must be a positive number, got {k!r}")
     fused = np.zeros(n_docs)
-    for ranking in rankings:
+    for r, ranking in enumerate(rankings):
         ranking = np.asarray(ranking)
+        if ranking.size == 0:
+            continue  # a retriever that found nothing adds nothing
+        if ranking.ndim != 1 or ranking.dtype.kind not in "iu":
+            raise TypeError(f"rankings[{r}] must be a list of document positions (ints), got "
+                            f"{ranking.tolist()!r}")
+        if ranking.min() < 0 or ranking.max() >= n_docs:
+            raise ValueError(f"rankings[{r}] holds a position outside 0..{n_docs - 1}: "
+                             f"{ranking.tolist()!r}; positions index the n_docs={n_docs} documents")
+        if len(np.unique(ranking)) != len(ranking):
+            raise ValueError(f"rankings[{r}] names a document twice: {ranking.tolist()!r}; a "
+                             "ranking names each document once")
         fused[ranking] += 1.0 / (k + np.arange(1, len(ranking) + 1))
     return fused
 
@@ -318,8 +334,6 @@ class HybridRetriever(Retriever):
         return top_k(self._fused(queries, k), k)
 
     def _fused(self, queries, k=1):
-        if not isinstance(self.k, numbers.Real) or isinstance(self.k, bool) or not self.k > 0:
-            raise ValueError(f"k (RRF's damping constant) must be a positive number, got {self.k!r}")
         doc_ids = self.doc_ids_
         row = {doc_id: i for i, doc_id in enumerate(doc_ids.tolist())}
         # Below both retrievers' top `depth` every document scores 0: search deep enough for k.

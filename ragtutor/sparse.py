@@ -21,6 +21,7 @@ Manning, Raghavan & Schütze (2008), *Introduction to Information Retrieval*, ch
 Vries, Boytsov & Lin (2020), *Which BM25 Do You Mean? A Large-Scale Reproducibility Study of Scoring
 Variants*; Trotman, Puurula & Burgess (2014), *Improvements to BM25 and Language Models Examined*.
 """
+import math
 import numbers
 from collections.abc import Mapping
 
@@ -273,6 +274,9 @@ class BM25Retriever(_SparseRetriever):
         for name, value in (("k1", self.k1), ("b", self.b), ("epsilon", self.epsilon)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {name}={value}: every score "
+                                 "would be NaN or infinite")
         if self.k1 < 0:
             raise ValueError(f"k1 must be non-negative, got k1={self.k1}")
         if not 0 <= self.b <= 1:

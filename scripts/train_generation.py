@@ -21,16 +21,15 @@ metrics. ``benchmarks/generation_recipes.py`` reuses these functions to compare 
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import tokenizers
 import torch
 import transformers
 
 from ragtutor import set_seed
+from ragtutor.tools.records import versions
 from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.generation import (build_seq2seq, closed_book_batches, closed_book_questions,
                                  evaluate_qa, max_combined_length, reader_batches, reader_sources,
@@ -158,9 +157,7 @@ def record(config, threads, tokenizer, longest, model, history, metrics, seconds
     return {
         "command": " ".join(["python scripts/train_generation.py", *argv]),
         "seed": config["seed"], "threads": threads, "stop_after": stop_after, "config": config,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__,
-                     "tokenizers": tokenizers.__version__},
+        "versions": versions("torch", "transformers", "tokenizers"),
         "vocab_size": len(tokenizer), "max_combined_length": longest,
         "parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics, "seconds": round(seconds, 1),

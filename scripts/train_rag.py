@@ -25,16 +25,14 @@ count a rerun gives the same weights and metrics.
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import tokenizers
 import torch
-import transformers
 
 from ragtutor import set_seed
+from ragtutor.tools.records import versions
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_encoder
 from ragtutor.generation import load_checkpoint
@@ -129,9 +127,7 @@ def main(argv=None):
         saved.save_pretrained(out)
         record = {"command": " ".join(["python scripts/train_rag.py", *argv]),
                   "threads": args.threads, "stop_after": args.stop_after,
-                  "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                               "transformers": transformers.__version__,
-                               "tokenizers": tokenizers.__version__},
+                  "versions": versions("torch", "transformers", "tokenizers"),
                   "seconds": round(time.perf_counter() - start, 1), "variant": variant,
                   "config": config, "saved_seed": args.seeds[0], "runs": runs}
         (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -22,16 +22,14 @@ weights and metrics.
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import tokenizers
 import torch
-import transformers
 
 from ragtutor import set_seed
+from ragtutor.tools.records import versions
 from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.dense import (BiEncoder, DenseRetriever, HybridRetriever, biencoder_batches,
                             bm25_hard_negatives, build_tokenizer, evaluate_retriever,
@@ -147,9 +145,7 @@ def main(argv=None):
     model.save_pretrained(args.out)
     record = {"command": " ".join(["python scripts/train_retriever.py", *argv]),
               "threads": args.threads, "stop_after": args.stop_after,
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": transformers.__version__,
-                           "tokenizers": tokenizers.__version__},
+              "versions": versions("torch", "transformers", "tokenizers"),
               "seconds": round(seconds, 1), **record}
     (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     for split in ("dev", "test"):

@@ -384,3 +384,13 @@ def test_the_checkpoint_script_reproduces_the_start_of_its_recorded_run(record, 
     assert rerun["config"] == record["config"] and rerun["stop_after"] == REPRODUCE_STEPS
     assert_same_start(rerun["history"], record["history"], REPRODUCE_STEPS, LOSS_TOLERANCE,
                       {"dev_recall@1": RECALL_TOLERANCE, "dev_mismatch_recall@1": RECALL_TOLERANCE})
+
+
+def test_batches_that_cannot_be_filled_are_refused_instead_of_waited_for():
+    # 44 passage groups cannot fill a batch of 64 examples with distinct groups: this used to loop
+    # for ever.
+    examples = [{"question": f"q{i}", "title": "t", "text": f"x{i}", "group": i % 44}
+                for i in range(200)]
+    with pytest.raises(ValueError, match="lower batch_size"):
+        next(biencoder_batches(examples, batch_size=64))
+    assert len(next(biencoder_batches(examples, batch_size=44))[0]) == 44

@@ -10,10 +10,11 @@ import torch
 from IPython.core.inputtransformer2 import TransformerManager
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from ragtutor import exercises, student
+from ragtutor import exercises
+from ragtutor.tools import student
 from ragtutor.exercises import (ExerciseFailed, check, check_close, check_equal, check_function,
                                 exercise)
-from ragtutor.testing import CurrentEnvNotebookClient
+from ragtutor.tools.testing import CurrentEnvNotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))

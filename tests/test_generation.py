@@ -404,3 +404,19 @@ def test_exercise_checks_pass_right_answers_and_name_common_slips():
                                (exercises.ch03_sequence_log_prob, mean_log_prob, "is a sum")]:
         with pytest.raises(exercises.ExerciseFailed, match=hint):
             check(wrong)
+
+
+@pytest.mark.parametrize("call, error, problem", [
+    (lambda m, t: generate_answers(m, t, ["France / x // y"], num_beams=0), ValueError,
+     "num_beams must be a positive int"),
+    (lambda m, t: generate_answers(m, t, ["France / x // y"], max_new_tokens=-1), ValueError,
+     "max_new_tokens must be a positive int"),
+    (lambda m, t: generate_answers(m, t, "What is the capital of France?"), TypeError,
+     "sources must be a list of strings"),
+    (lambda m, t: encode_pairs(t, []), ValueError, "sources is empty"),
+])
+def test_bad_decoding_settings_get_a_clear_error(model, call, error, problem):
+    # num_beams=0 used to end in a ZeroDivisionError inside transformers, a lone string was
+    # answered character by character, and an empty batch failed inside tokenizers.
+    with pytest.raises(error, match=problem):
+        call(*model)

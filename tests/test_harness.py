@@ -13,9 +13,9 @@ import _socket
 import pytest
 from nbval.plugin import get_sanitize_patterns
 
-from ragtutor import netguard
-from ragtutor.netguard import NetworkBlockedError
-from ragtutor.testing import OFFLINE_ENV, SITE_DIR, WORKER_THREAD_ENV
+from ragtutor.tools import netguard
+from ragtutor.tools.netguard import NetworkBlockedError
+from ragtutor.tools.testing import OFFLINE_ENV, SITE_DIR, WORKER_THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -134,7 +134,7 @@ def test_pytest_runs_the_unit_tests_and_every_notebook_with_nbval():
     options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert options["testpaths"] == ["tests", "notebooks"]
     for flag in ["--nbval-lax", "--nbval-current-env",
-                 "--nbval-sanitize-with=tests/nbval_sanitize.cfg", "-p ragtutor.testing",
+                 "--nbval-sanitize-with=tests/nbval_sanitize.cfg", "-p ragtutor.tools.testing",
                  "-n auto", "--dist loadscope"]:
         assert flag in options["addopts"]
 

@@ -14,14 +14,14 @@ from transformers import (BartConfig, BartForConditionalGeneration, DPRConfig, D
                           RagSequenceForGeneration, RagTokenForGeneration, RagTokenizer)
 from transformers.utils import logging as transformers_logging
 
-from ragtutor import netguard
+from ragtutor.tools import netguard
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder
 from ragtutor.generation import CHECKPOINT_DIR, combined_input, load_checkpoint, train_tokenizer
 from ragtutor.hf import (CONTEXT_ENCODER_DIR, CourseRag, as_biencoder, export_rag,
                          passages_dataset, rag_labels)
 from ragtutor.rag import nll_inputs_from_hf, rag_sequence_nll, rag_token_nll
-from ragtutor.testing import SITE_DIR
+from ragtutor.tools.testing import SITE_DIR
 
 HF_TOLERANCE = 1e-5  # the bar for "the same loss"; never loosened
 K = 5
@@ -161,7 +161,7 @@ def test_the_snippet_runs_in_a_fresh_process_without_offline_variables(course):
         import torch
         torch.set_num_threads(1)
         from transformers import RagRetriever, RagTokenForGeneration, RagTokenizer
-        from ragtutor import netguard
+        from ragtutor.tools import netguard
         assert netguard.is_installed()
         folder = {course["exported"].folder!r}
         tokenizer = RagTokenizer.from_pretrained(folder)

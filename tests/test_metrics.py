@@ -40,3 +40,16 @@ def test_qa_scores_averages():
 def test_bad_input_is_explained(bad, error, words):
     with pytest.raises(error, match=words):
         bad()
+
+
+def test_a_string_where_a_list_is_expected_is_refused():
+    # A lone string used to be read as a list of characters: "ab" vs ["a", "b"] scored EM 1.0.
+    with pytest.raises(TypeError, match="predictions must be a list"):
+        qa_scores("ab", ["a", "b"])
+    with pytest.raises(TypeError, match="answers must be a list"):
+        qa_scores(["Paris"], "Paris")
+
+
+def test_missing_answers_get_a_clear_error():
+    with pytest.raises(TypeError, match="answers must be a string or a list"):
+        exact_match("x", None)

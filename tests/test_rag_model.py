@@ -427,3 +427,10 @@ def test_the_shipped_rag_folders_are_chapter_05s_models_unchanged(variant):
     record = json.loads((folder / "training.json").read_text())
     em = qa_scores(answers, [q["answers"] for q in test])["em"]
     assert em == pytest.approx(record["runs"][0]["trained"]["test"]["em"], abs=1e-4)
+
+
+@pytest.mark.parametrize("max_new_tokens", [0, -1])
+def test_generate_refuses_a_budget_of_no_tokens(parts, max_new_tokens):
+    # Such a budget used to answer [''] without a word.
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
+        model_of(parts).generate(["What is the capital of France?"], max_new_tokens=max_new_tokens)

@@ -12,7 +12,8 @@ import torch
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder, DenseRetriever, build_tokenizer
 from ragtutor.index import VectorIndex
-from ragtutor.retrieval import HybridRetriever, Retriever, evaluate_retriever, top_k
+from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
+                                reciprocal_rank_fusion, top_k)
 from ragtutor.sparse import BM25Retriever, TfidfRetriever
 
 N, N_NEW = 120, 8
@@ -175,3 +176,27 @@ def test_top_k_ranks_integer_scores_without_wrapping_around(scores, best):
 def test_top_k_refuses_nan_scores():
     with pytest.raises(ValueError, match="NaN"):
         top_k(np.array([[0.1, np.nan]]), 1)
+
+
+@pytest.mark.parametrize("rankings, n_docs, k, error, problem", [
+    ([[0, -1]], 3, 60, ValueError, "outside 0..2"),
+    ([[0, 3]], 3, 60, ValueError, "outside 0..2"),
+    ([[1, 1]], 3, 60, ValueError, "names a document twice"),
+    ([[0.5]], 3, 60, TypeError, "document positions"),
+    ([[0]], 3, -1, ValueError, "damping constant"),
+    ([[0]], 3, float("nan"), ValueError, "damping constant"),
+    ([[0]], 0, 60, ValueError, "n_docs must be"),
+])
+def test_reciprocal_rank_fusion_refuses_bad_rankings(rankings, n_docs, k, error, problem):
+    with pytest.raises(error, match=problem):
+        reciprocal_rank_fusion(rankings, n_docs, k)
+
+
+def test_reciprocal_rank_fusion_skips_an_empty_ranking():
+    np.testing.assert_allclose(reciprocal_rank_fusion([[], [1]], 2), [0.0, 1 / 61])
+
+
+def test_a_hybrid_with_a_bad_damping_constant_is_refused(passages, encoder):
+    hybrid = HybridRetriever(BM25Retriever(), DenseRetriever(encoder), k=-1).fit(passages[:N])
+    with pytest.raises(ValueError, match="damping constant"):
+        hybrid.search(["What money?"], 3)

@@ -127,3 +127,9 @@ def test_property_metrics_equal_a_numpy_reference(retrieved, grades, k):
     ideal = np.sort(np.array(list(grades.values()), float))[::-1][:k]
     assert ndcg_at_k(retrieved, grades, k) == pytest.approx(
         (gains[:k] * discounts[:len(gains[:k])]).sum() / (ideal * discounts[:len(ideal)]).sum())
+
+
+@pytest.mark.parametrize("grade", [float("nan"), float("inf")])
+def test_ndcg_refuses_grades_that_are_not_finite(grade):
+    with pytest.raises(ValueError, match="finite, non-negative"):
+        ndcg_at_k(RANKING, {"b": grade}, 5)

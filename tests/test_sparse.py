@@ -246,3 +246,11 @@ def test_property_search_equals_top_k_of_every_score(corpus, queries, k, method)
     expected_scores, expected_ids = top_k(np.stack([retriever.score(q) for q in queries]), k)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{"k1": float("nan")}, {"k1": float("inf")},
+                                     {"method": "okapi", "epsilon": float("nan")},
+                                     {"b": float("nan")}])
+def test_parameters_that_are_not_finite_are_refused(options):
+    with pytest.raises(ValueError, match="must be a finite number"):
+        BM25Retriever(**options).fit(["a b", "b c"])

@@ -1,7 +1,7 @@
 """A guard that makes every network connection beyond this machine fail, loudly.
 
 The course runs offline: no notebook and no test may fetch anything. The test run
-installs this guard in the pytest process and, through ``ragtutor/netguard_site/sitecustomize.py``,
+installs this guard in the pytest process and, through ``ragtutor/tools/netguard_site/sitecustomize.py``,
 in every Python process that pytest starts — notebook kernels included. A blocked attempt raises
 :class:`NetworkBlockedError`, whose message names the refused address, so that it cannot be
 mistaken for an ordinary "no internet" failure.

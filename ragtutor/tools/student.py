@@ -16,8 +16,8 @@ Anything else that looks like a solution (markers in an untagged cell, a tagged 
 without markers, a solution above the exercises) is an error, never a silent leak.
 Student copies have no outputs. From the repository root:
 
-    python -m ragtutor.student                     # notebooks/*.ipynb -> student/
-    python -m ragtutor.student notebooks/01_sparse_retrieval.ipynb --out /tmp/class
+    python -m ragtutor.tools.student                     # notebooks/*.ipynb -> student/
+    python -m ragtutor.tools.student notebooks/01_sparse_retrieval.ipynb --out /tmp/class
 """
 import argparse
 import copy
@@ -134,7 +134,7 @@ def build(notebooks, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m ragtutor.student",
+        prog="python -m ragtutor.tools.student",
         description="Build student copies of the instructor notebooks: solutions taken out, "
                     "outputs cleared (see notebooks/README.md).")
     parser.add_argument("notebooks", nargs="*", type=Path,

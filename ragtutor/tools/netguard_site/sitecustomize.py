@@ -1,7 +1,7 @@
 """Installs ragtutor's network guard in every Python process of a test run, kernels included.
 
 Python imports ``sitecustomize`` at start-up from the first directory on its path that has one.
-The pytest plugin (``ragtutor.testing``) puts this directory first on PYTHONPATH and sets
+The pytest plugin (``ragtutor.tools.testing``) puts this directory first on PYTHONPATH and sets
 RAGTUTOR_BLOCK_NETWORK=1; every process pytest starts — each notebook kernel that nbval launches
 among them — inherits both and arrives here before running any code of its own. The directory
 holds nothing else, so it shadows no other module (a Python that ships its own sitecustomize,
@@ -12,7 +12,7 @@ import sys
 
 if os.environ.get("RAGTUTOR_BLOCK_NETWORK") == "1":
     try:
-        from ragtutor import netguard
+        from ragtutor.tools import netguard
     except Exception as error:
         # Fail closed: Python would only print a warning for a broken sitecustomize and go on
         # with the network open.

@@ -1,10 +1,10 @@
-"""The course's pytest plugin (``-p ragtutor.testing`` in pyproject.toml) and a notebook runner.
+"""The course's pytest plugin (``-p ragtutor.tools.testing`` in pyproject.toml) and a notebook runner.
 
 What the plugin does for every test run:
 
 - sets ``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` before any conftest
   or test module is imported, because the Hugging Face libraries read them once, at import;
-- installs :mod:`ragtutor.netguard` in the pytest process;
+- installs :mod:`ragtutor.tools.netguard` in the pytest process;
 - sets ``RAGTUTOR_BLOCK_NETWORK=1`` and puts ``netguard_site/`` first on PYTHONPATH, so that every
   Python process pytest starts installs the guard too. nbval launches each notebook's kernel with
   this process's environment, so this is how the guard reaches the kernels — a plugin that only
@@ -28,7 +28,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 
-from ragtutor import netguard
+from ragtutor.tools import netguard
 
 __all__ = ["OFFLINE_ENV", "SITE_DIR", "WORKER_THREAD_ENV", "CurrentEnvNotebookClient"]
 

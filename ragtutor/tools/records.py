@@ -1,0 +1,54 @@
+"""What the training scripts and the benchmarks record, written once: the versions a run used,
+the machine it ran on, and a section of ``benchmarks/RESULTS.md`` between its markers."""
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+__all__ = ["versions", "cpu_name", "machine", "write_section"]
+
+
+def versions(*packages):
+    """``{"python": ..., package: version, ...}`` — the ``versions`` of a ``training.json``."""
+    found = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def cpu_name():
+    """The processor's model name where Linux says it, else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(packages=("torch", "transformers", "faiss-cpu", "numpy")):
+    """One line on where, and with what, figures were measured."""
+    import psutil
+
+    listed = ", ".join(f"{name} {version}" for name, version in versions(*packages).items()
+                       if name != "python")
+    return (f"{os.cpu_count()} cores ({cpu_name()}), {psutil.virtual_memory().total / 1e9:.0f} GB "
+            f"of memory, {platform.system()} {platform.release()}, Python "
+            f"{platform.python_version()}, {listed}")
+
+
+def write_section(path, section, begin, end):
+    """Put ``section`` between the markers ``begin`` and ``end`` in the file at ``path`` (added at
+    the end, with its markers, if they are not there yet), keeping everything outside them."""
+    path = Path(path)
+    block = f"{begin}\n{section}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
