@@ -27,10 +27,10 @@ with no network::
     passages.faiss                exact inner-product faiss index of the embeddings
     context_encoder/              the passage encoder e(·), to embed new passages
 
-:class:`CourseRag` computes the same model with the course's own code (retrieval by
-``ragtutor.index``, teacher-forced log-probs of the reader, chapter 04's :func:`rag_token_nll`,
-:func:`rag_sequence_nll` and :func:`rag_token_beam_search`), so that a notebook or a test can show
-that the two agree: same documents, same scores, same loss, same answers.
+Chapter 05's :class:`ragtutor.rag_model.RAGModel`, built from the same parts, computes the same
+model with the course's own code (retrieval by ``ragtutor.index``, teacher-forced log-probs of the
+reader, chapter 04's likelihoods and decoders), so that a notebook or a test can show that the two
+agree: same documents, same scores, same loss, same answers.
 
 Three details of Transformers 5 shape the export:
 
@@ -47,13 +47,12 @@ Three details of Transformers 5 shape the export:
 - ``RagTokenizer`` has no ``encode`` in Transformers 5: tokenise with
   ``tokenizer(question, return_tensors="pt").input_ids``.
 
-Greedy decoding (``generate(num_beams=1)``) and the course's one-beam search
-(:func:`ragtutor.rag.rag_token_beam_search` with ``num_beams=1``) follow the same path of most
-probable tokens, but the course's search also keeps, at every step, the answer that stopping there
-(with </s>) would give, and returns the most probable of them; greedy returns the answer at the end
-of the path. They differ only when the path ends less probably than it could have stopped earlier,
-or does not end within ``max_length`` — signs of an unsure reader (the trained reader never does
-it on the test questions; random weights often do).
+Greedy decoding is the same in both: ``generate(num_beams=1)`` and ``RAGModel.generate`` take the
+most probable next token of the per-token mixture until </s>. (Chapter 04's one-beam search,
+:func:`ragtutor.rag.rag_token_beam_search` with ``num_beams=1``, follows the same path but also
+keeps, at every step, the answer that stopping there would give, and returns the most probable of
+them; it differs only when the path ends less probably than it could have stopped earlier — a
+sign of an unsure reader.)
 """
 import contextlib
 from collections import namedtuple
@@ -61,16 +60,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ragtutor.dense import BiEncoder
-from ragtutor.generation import combined_input
-from ragtutor.index import VectorIndex
-from ragtutor.rag import rag_sequence_nll, rag_token_beam_search, rag_token_nll, seq2seq_generator
 from ragtutor.retrieval import check_texts
 
 __all__ = ["PASSAGES_DIR", "INDEX_FILE", "CONTEXT_ENCODER_DIR", "ExportedRag", "as_biencoder",
-           "passages_dataset", "export_rag", "rag_labels", "CourseRag"]
+           "passages_dataset", "export_rag", "rag_labels"]
 
 PASSAGES_DIR = "passages"
 INDEX_FILE = "passages.faiss"
@@ -313,133 +308,3 @@ def rag_labels(generator_tokenizer, answers):
         raise ValueError("the generator tokenizer does not wrap texts in <s> ... </s>: build the "
                          "labels as [bos] + answer ids + [eos] yourself")
     return labels
-
-
-# ----------------------------------------------------------------------------------------------
-# The same model, computed by the course's own code
-# ----------------------------------------------------------------------------------------------
-class CourseRag:
-    """RAG from the course's parts and chapter 04's functions, with no Hugging Face RAG class.
-
-    ``retriever`` (a :class:`ragtutor.dense.BiEncoder` or a triple, :func:`as_biencoder`),
-    ``generator`` and ``generator_tokenizer`` (the reader), ``passages`` (dicts with title and
-    text), ``n_docs`` = K. :meth:`fit` embeds the passages (or takes ``embeddings``) and indexes
-    them exactly (``VectorIndex("flat")``). Then, for a batch of B questions:
-
-    - :meth:`retrieve`: the top K passages of each question and their scores s_k = q(x)·e(d_k),
-      computed in torch from the stored vectors, as Hugging Face does;
-    - :meth:`generator_inputs`: ``combined_input(title, text, question)`` for each document,
-      tokenised, ``[B*K, S]``, question b in rows b*K .. b*K+K-1;
-    - :meth:`nll`: -log p(y|x) by :func:`ragtutor.rag.rag_token_nll` or
-      :func:`ragtutor.rag.rag_sequence_nll` from the reader's teacher-forced log-probs;
-    - :meth:`generate`: RAG-Token decoding by :func:`ragtutor.rag.rag_token_beam_search`.
-
-    Learned state: ``embeddings_`` ``[n_passages, hidden]``, ``index_``.
-    """
-
-    def __init__(self, retriever, generator, generator_tokenizer, passages, n_docs=5):
-        self.retriever = retriever
-        self.generator = generator
-        self.generator_tokenizer = generator_tokenizer
-        self.passages = passages
-        self.n_docs = n_docs
-
-    def fit(self, embeddings=None):
-        """Embed the passages with the passage encoder (unless ``embeddings`` are given) and
-        index them. Returns ``self``."""
-        self.biencoder_ = as_biencoder(self.retriever)
-        _check_generator(self.generator, self.generator_tokenizer)
-        self.passages_ = _check_passages(self.passages)
-        self.n_docs_ = _positive_int(self.n_docs, "n_docs")
-        if embeddings is None:
-            embeddings = self.biencoder_.encode_passages(self.passages_)
-        self.embeddings_ = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
-        if len(self.embeddings_) != len(self.passages_):
-            raise ValueError(f"{len(self.embeddings_)} embeddings for {len(self.passages_)} "
-                             "passages: give one vector per passage")
-        self.index_ = VectorIndex("flat").fit(self.embeddings_)
-        return self
-
-    def _check_fitted(self):
-        if not hasattr(self, "index_"):
-            raise ValueError("this CourseRag is not fitted yet: call fit() first")
-
-    @torch.no_grad()
-    def retrieve(self, questions):
-        """``(doc_scores, doc_ids)``: the scores s_k = q(x)·e(d_k) ``[B, K]`` (a float tensor) and
-        the passage indices ``[B, K]`` (an int64 array) of each question's top K passages."""
-        self._check_fitted()
-        questions = check_texts(questions)
-        biencoder = self.biencoder_
-        was_training = biencoder.training
-        biencoder.eval()
-        q = biencoder.question_vectors(biencoder.tokenize_questions(questions))
-        biencoder.train(was_training)
-        _, doc_ids = self.index_.search(q.numpy(), self.n_docs_)
-        doc_vectors = torch.from_numpy(self.embeddings_[doc_ids])  # [B, K, hidden]
-        return torch.einsum("bh,bkh->bk", q, doc_vectors), doc_ids
-
-    def generator_inputs(self, questions, doc_ids):
-        """The reader's inputs for each question's documents: ``input_ids`` and
-        ``attention_mask``, ``[B*K, S]``, padded to the longest."""
-        questions = check_texts(questions)
-        sources = [combined_input(self.passages_[d]["title"], self.passages_[d]["text"], q)
-                   for q, ids in zip(questions, doc_ids) for d in ids]
-        batch = self.generator_tokenizer(sources, padding=True, return_tensors="pt")
-        longest = self.generator.config.max_position_embeddings
-        if batch.input_ids.shape[1] > longest:
-            raise ValueError(f"a combined input is {batch.input_ids.shape[1]} tokens long, more "
-                             f"than the reader's max_position_embeddings={longest}")
-        return batch
-
-    def nll(self, questions, answers, variant="token"):
-        """-log p(y|x) for each (question, answer) pair: ``[B]``, with gradients reaching the
-        generator (the retrieval scores come from stored vectors and a frozen question pass).
-
-        ``variant`` "token" (:func:`ragtutor.rag.rag_token_nll`) or "sequence"
-        (:func:`ragtutor.rag.rag_sequence_nll`). The target is y_1 .. y_T </s>: Hugging Face's
-        labels :func:`rag_labels` shifted left, as its ``get_nll`` makes it.
-        """
-        if variant not in ("token", "sequence"):
-            raise ValueError(f"variant must be 'token' or 'sequence', got {variant!r}")
-        questions = check_texts(questions)
-        answers = check_texts(answers, "answers")
-        if len(answers) != len(questions):
-            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
-        doc_scores, doc_ids = self.retrieve(questions)
-        batch = self.generator_inputs(questions, doc_ids)
-        pad = self.generator_tokenizer.pad_token_id
-        labels = rag_labels(self.generator_tokenizer, answers)
-        target = labels[:, 1:]  # y_1 .. y_T </s>, right-padded
-        decoder_input_ids = labels[:, :-1]  # <s> y_1 .. y_T (a causal decoder ignores what follows)
-        k = self.n_docs_
-        logits = self.generator(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                decoder_input_ids=decoder_input_ids.repeat_interleave(k, dim=0),
-                                use_cache=False).logits
-        logprobs = torch.log_softmax(logits, dim=-1).view(len(questions), k, *logits.shape[1:])
-        nll = rag_token_nll if variant == "token" else rag_sequence_nll
-        return nll(logprobs, doc_scores, target, pad)
-
-    @torch.no_grad()
-    def generate(self, questions, num_beams=1, max_new_tokens=16):
-        """RAG-Token decoding of each question (:func:`ragtutor.rag.rag_token_beam_search` over
-        its top K documents): a list of answer strings."""
-        self._check_fitted()
-        doc_scores, doc_ids = self.retrieve(questions)
-        batch = self.generator_inputs(questions, doc_ids)
-        config = self.generator.config
-        was_training = self.generator.training
-        self.generator.eval()
-        answers = []
-        for b in range(len(doc_ids)):
-            rows = slice(b * self.n_docs_, (b + 1) * self.n_docs_)
-            generator = seq2seq_generator(self.generator, batch.input_ids[rows],
-                                          batch.attention_mask[rows])
-            best = rag_token_beam_search(generator, doc_scores[b], num_beams=num_beams,
-                                         max_new_tokens=max_new_tokens,
-                                         start_id=config.decoder_start_token_id,
-                                         eos_id=config.eos_token_id, pad_id=config.pad_token_id)[0]
-            answers.append(self.generator_tokenizer.decode(list(best.tokens),
-                                                           skip_special_tokens=True).strip())
-        self.generator.train(was_training)
-        return answers

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_nll,
-                          teacher_forcing, token_logprobs)
+from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_beam_search,
+                          rag_token_nll, seq2seq_generator, teacher_forcing, thorough_decoding,
+                          token_logprobs)
 from ragtutor.retrieval import check_texts
 from ragtutor.train import train
 
@@ -66,7 +67,7 @@ class RAGModel(torch.nn.Module):
     def __init__(self, retriever, generator, generator_tokenizer, passages, n_docs=5,
                  variant="sequence", train_question_encoder=True, train_generator=False,
                  train_context_encoder=False, freeze_question_embeddings=True,
-                 retriever_dropout=False):
+                 retriever_dropout=False, passage_vectors=None):
         super().__init__()
         from ragtutor.dense import BiEncoder  # dense imports generation, which is heavy
         from ragtutor.index import VectorIndex
@@ -89,7 +90,10 @@ class RAGModel(torch.nn.Module):
             self.biencoder.eval()
             self.index = VectorIndex("flat")
             self.register_buffer("passage_vectors", torch.empty(0))
-            self.reindex()
+            if passage_vectors is None:
+                self.reindex()
+            else:
+                self._use_vectors(passage_vectors)
         else:
             if not hasattr(retriever, "search"):
                 raise TypeError("retriever must be a ragtutor.dense.BiEncoder or a fitted retriever "
@@ -140,6 +144,17 @@ class RAGModel(torch.nn.Module):
         self.index.fit(vectors)
         return time.perf_counter() - start
 
+    def _use_vectors(self, vectors):
+        """Index the given passage vectors ``[n_passages, hidden]`` as they are (the index an
+        export or a checkpoint saved), instead of encoding the passages again."""
+        vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+        hidden = self.biencoder.question_encoder.config.hidden_size
+        if tuple(vectors.shape) != (len(self.passages), hidden):
+            raise ValueError(f"passage_vectors must have shape [{len(self.passages)}, {hidden}] (one "
+                             f"vector per passage), got {list(vectors.shape)}")
+        self.passage_vectors = vectors
+        self.index.fit(vectors.numpy())
+
     @property
     def max_source_length(self):
         return self.generator.config.max_position_embeddings
@@ -177,7 +192,9 @@ class RAGModel(torch.nn.Module):
             e = encoder.passage_vectors(batch).view(*ids.shape, -1)
         else:
             e = self.passage_vectors[ids]
-        return (q[:, None, :] * e).sum(-1), ids
+        # s_k = q(x)·e(d_k) as one batched matrix product, as Hugging Face's RAG computes it, so
+        # that the two agree to the last float (chapter 06).
+        return torch.bmm(q[:, None, :], e.transpose(1, 2))[:, 0], ids
 
     def generator_inputs(self, questions, doc_ids):
         """The generator's ``input_ids`` and ``attention_mask`` ``[B*K, S]``: ``title / text //
@@ -231,6 +248,21 @@ class RAGModel(torch.nn.Module):
         nll = nll_function(logprobs, doc_scores, target, config.pad_token_id)
         return {"loss": nll.mean(), "nll": nll, "doc_scores": doc_scores, "doc_ids": doc_ids,
                 "logprobs": logprobs, "target": target}
+
+    def nll(self, questions, answers, variant=None):
+        """-log p(y|x) of each answer, ``[B]``, by ``variant``'s likelihood (default: the model's
+        own), from the same retrieval and the same teacher-forced log-probs as :meth:`forward`:
+        what Hugging Face's ``RagTokenForGeneration`` / ``RagSequenceForGeneration`` return as
+        ``loss`` (chapter 06)."""
+        variant = self.variant if variant is None else variant
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        out = self.forward(questions, answers)
+        if variant == self.variant:
+            return out["nll"]
+        nll_function = rag_sequence_nll if variant == "sequence" else rag_token_nll
+        return nll_function(out["logprobs"], out["doc_scores"], out["target"],
+                            self.generator.config.pad_token_id)
 
     # -- decoding -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -306,21 +338,47 @@ class RAGModel(torch.nn.Module):
             answers.append(list(cands[best]))
         return answers, doc_scores, doc_ids
 
-    def generate(self, questions, max_new_tokens=16, batch_size=64):
-        """Greedy answers, as strings, for a list of questions (RAG-Token: greedy on the per-token
-        mixture; RAG-Sequence: the best of the K documents' greedy answers under the exact
-        RAG-Sequence p(y|x))."""
+    def generate(self, questions, max_new_tokens=16, batch_size=64, num_beams=1):
+        """Answers, as strings, for a list of questions.
+
+        ``num_beams=1`` decodes greedily, a batch at a time: RAG-Token takes the argmax of the
+        per-token mixture; RAG-Sequence takes the best of the K documents' greedy answers under
+        the exact RAG-Sequence p(y|x). With more beams each question goes through chapter 04's
+        decoders: :func:`ragtutor.rag.rag_token_beam_search` (RAG-Token) or
+        :func:`ragtutor.rag.thorough_decoding` (RAG-Sequence)."""
         questions = check_texts(questions)
-        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size),
+                            ("num_beams", num_beams)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         was_training = self.training
         self.eval()
         answers = []
         for i in range(0, len(questions), batch_size):
-            ids, _, _ = self._decode_batch(questions[i:i + batch_size], max_new_tokens)
+            batch = questions[i:i + batch_size]
+            if num_beams == 1:
+                ids, _, _ = self._decode_batch(batch, max_new_tokens)
+            else:
+                ids = self._beam_decode(batch, num_beams, max_new_tokens)
             answers += self.generator_tokenizer.batch_decode(ids, skip_special_tokens=True)
         self.train(was_training)
+        return answers
+
+    @torch.no_grad()
+    def _beam_decode(self, questions, num_beams, max_new_tokens):
+        """Chapter 04's decoder for the model's variant, question by question: answers as ids."""
+        doc_scores, doc_ids = self.retrieve_rows(questions)
+        input_ids, attention_mask = self.generator_inputs(questions, doc_ids)
+        config, k = self.generator.config, self.n_docs
+        decode = rag_token_beam_search if self.variant == "token" else thorough_decoding
+        answers = []
+        for b in range(len(questions)):
+            rows = slice(b * k, (b + 1) * k)
+            generator = seq2seq_generator(self.generator, input_ids[rows], attention_mask[rows])
+            best = decode(generator, doc_scores[b], num_beams=num_beams,
+                          max_new_tokens=max_new_tokens, start_id=config.decoder_start_token_id,
+                          eos_id=config.eos_token_id, pad_id=config.pad_token_id)[0]
+            answers.append(list(best.tokens))
         return answers
 
     @torch.no_grad()
@@ -415,13 +473,10 @@ class RAGModel(torch.nn.Module):
             passages = [json.loads(line) for line in f]
         model = cls(BiEncoder.from_pretrained(folder / "retriever"),
                     BartForConditionalGeneration.from_pretrained(folder / "generator"),
-                    AutoTokenizer.from_pretrained(folder / "generator"), passages, **settings)
-        saved = torch.from_numpy(np.load(folder / "passage_vectors.npy"))
-        if saved.shape != model.passage_vectors.shape or not torch.allclose(
-                saved, model.passage_vectors, atol=1e-4):
-            # The index is what was saved, even if the passage encoder would now say otherwise.
-            model.passage_vectors = saved
-            model.index.fit(saved.numpy())
+                    AutoTokenizer.from_pretrained(folder / "generator"), passages,
+                    # The index is what was saved, even if the passage encoder would now say
+                    # otherwise.
+                    passage_vectors=np.load(folder / "passage_vectors.npy"), **settings)
         model.eval()
         return model
 

@@ -14,13 +14,13 @@ from transformers import (BartConfig, BartForConditionalGeneration, DPRConfig, D
                           RagSequenceForGeneration, RagTokenForGeneration, RagTokenizer)
 from transformers.utils import logging as transformers_logging
 
-from ragtutor.tools import netguard
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder
 from ragtutor.generation import CHECKPOINT_DIR, combined_input, load_checkpoint, train_tokenizer
-from ragtutor.hf import (CONTEXT_ENCODER_DIR, CourseRag, as_biencoder, export_rag,
-                         passages_dataset, rag_labels)
+from ragtutor.hf import CONTEXT_ENCODER_DIR, as_biencoder, export_rag, passages_dataset, rag_labels
 from ragtutor.rag import nll_inputs_from_hf, rag_sequence_nll, rag_token_nll
+from ragtutor.rag_model import RAGModel
+from ragtutor.tools import netguard
 from ragtutor.tools.testing import SITE_DIR
 
 HF_TOLERANCE = 1e-5  # the bar for "the same loss"; never loosened
@@ -47,9 +47,11 @@ def course(tmp_path_factory):
     biencoder = BiEncoder.from_pretrained(CHECKPOINT_DIR / "retriever")
     generator, generator_tokenizer, _ = load_checkpoint("reader")
     passages = load_passages()
-    ours = CourseRag(biencoder, generator, generator_tokenizer, passages, n_docs=K).fit()
+    ours = RAGModel(biencoder, generator, generator_tokenizer, passages, n_docs=K,
+                    variant="token").eval()
     exported = export_rag(tmp_path_factory.mktemp("export") / "rag", biencoder, generator,
-                          generator_tokenizer, passages, n_docs=K, embeddings=ours.embeddings_)
+                          generator_tokenizer, passages, n_docs=K,
+                          embeddings=ours.passage_vectors.numpy())
     tokenizer, token_model = load_exported(exported, "token")
     _, sequence_model = load_exported(exported, "sequence")
     test = load_questions("test")
@@ -107,15 +109,16 @@ def test_same_documents_scores_and_generator_inputs(course):
     with torch.no_grad():
         out = course["token"](input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                               output_retrieved=True, n_docs=K)
-    doc_scores, doc_ids = course["ours"].retrieve(questions)
-    assert (out.retrieved_doc_ids.numpy() == doc_ids).all()
+    with torch.no_grad():
+        doc_scores, doc_ids = course["ours"].retrieve_rows(questions)
+    assert (out.retrieved_doc_ids == doc_ids).all()
     torch.testing.assert_close(out.doc_scores, doc_scores, rtol=0, atol=1e-5)
-    ours = course["ours"].generator_inputs(questions, doc_ids)
-    width = ours.input_ids.shape[1]
+    input_ids, _ = course["ours"].generator_inputs(questions, doc_ids)
+    width = input_ids.shape[1]
     assert out.context_input_ids.shape == (len(questions) * K, 128)
     assert (out.context_input_ids[:, width:] == 0).all()  # padding to max_combined_length
-    assert torch.equal(out.context_input_ids[:, :width], ours.input_ids)
-    top = course["ours"].passages_[int(doc_ids[-1][0])]
+    assert torch.equal(out.context_input_ids[:, :width], input_ids)
+    top = course["ours"].passages[int(doc_ids[-1][0])]
     assert top["title"] == "France"
     assert course["generator_tokenizer"].decode(out.context_input_ids[-K],
                                                 skip_special_tokens=True) == \
@@ -197,10 +200,10 @@ def test_transformers_5_from_pretrained_with_retriever_fails_on_a_generation_con
 
 # --- any (question encoder, context encoder, tokenizer) triple ---------------------------------
 
-PASSAGES = [{"title": "France", "text": "Paris is the capital of France."},
-            {"title": "Japan", "text": "Tokyo is the capital of Japan."},
-            {"title": "Peru", "text": "Lima is the capital of Peru."},
-            {"title": "Kenya", "text": "Nairobi is the capital of Kenya."}]
+PASSAGES = [{"id": "FRA", "title": "France", "text": "Paris is the capital of France."},
+            {"id": "JPN", "title": "Japan", "text": "Tokyo is the capital of Japan."},
+            {"id": "PER", "title": "Peru", "text": "Lima is the capital of Peru."},
+            {"id": "KEN", "title": "Kenya", "text": "Nairobi is the capital of Kenya."}]
 QUESTIONS = ["What is the capital of France?", "Which city is the capital of Japan?"]
 
 
@@ -228,7 +231,8 @@ def test_a_triple_with_untied_generator_embeddings_round_trips(tiny, tmp_path, v
                           PASSAGES, n_docs=3, max_combined_length=40)
     tokenizer, model = load_exported(exported, variant)
     assert not torch.equal(model.generator.lm_head.weight, model.generator.model.shared.weight)
-    ours = CourseRag(tiny["triple"], tiny["generator"], tiny["tokenizer"], PASSAGES, 3).fit()
+    ours = RAGModel(as_biencoder(tiny["triple"]), tiny["generator"], tiny["tokenizer"], PASSAGES,
+                    n_docs=3, variant=variant).eval()
     batch = tokenizer(QUESTIONS, padding=True, return_tensors="pt")
     answers = ["Paris", "the capital is Tokyo"]
     with torch.no_grad():
@@ -301,11 +305,9 @@ def test_bad_input_gets_a_clear_error(tiny, tmp_path):
     assert not any(name.startswith("new") for name in os.listdir(tmp_path))
 
 
-def test_course_rag_bad_input(tiny):
-    ours = CourseRag(tiny["triple"], tiny["generator"], tiny["tokenizer"], PASSAGES, 2)
-    with pytest.raises(ValueError, match="not fitted"):
-        ours.retrieve(QUESTIONS)
-    ours.fit()
+def test_the_course_model_refuses_bad_input(tiny):
+    ours = RAGModel(as_biencoder(tiny["triple"]), tiny["generator"], tiny["tokenizer"], PASSAGES,
+                    n_docs=2)
     with pytest.raises(TypeError, match="wrap a single one in a list"):
         ours.retrieve(QUESTIONS[0])
     with pytest.raises(ValueError, match="2 questions but 1 answers"):
@@ -314,9 +316,9 @@ def test_course_rag_bad_input(tiny):
         ours.nll(QUESTIONS, ["Paris", "Tokyo"], variant="thorough")
     with pytest.raises(ValueError, match=r"answers\[0\] must be a non-empty string"):
         rag_labels(tiny["tokenizer"], [""])
-    with pytest.raises(ValueError, match="embeddings for 4 passages"):
-        CourseRag(tiny["triple"], tiny["generator"], tiny["tokenizer"], PASSAGES).fit(
-            embeddings=torch.zeros(3, 16).numpy())
+    with pytest.raises(ValueError, match=r"passage_vectors must have shape \[4, 16\]"):
+        RAGModel(as_biencoder(tiny["triple"]), tiny["generator"], tiny["tokenizer"], PASSAGES,
+                 n_docs=2, passage_vectors=torch.zeros(3, 16).numpy())
 
 
 def test_as_biencoder_keeps_a_biencoder(tiny):
