@@ -200,3 +200,20 @@ def test_a_hybrid_with_a_bad_damping_constant_is_refused(passages, encoder):
     hybrid = HybridRetriever(BM25Retriever(), DenseRetriever(encoder), k=-1).fit(passages[:N])
     with pytest.raises(ValueError, match="damping constant"):
         hybrid.search(["What money?"], 3)
+
+
+def test_a_dense_batch_size_below_one_is_refused(passages, encoder):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        DenseRetriever(encoder, batch_size=0).fit(passages[:N])
+
+
+def test_hnsw_that_finds_too_few_says_to_raise_ef_search():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(200, 8)).astype(np.float32)
+    index = VectorIndex("hnsw", hnsw_m=2, ef_construction=2, ef_search=1).fit(vectors)
+    try:
+        index.search(vectors[:50], 200)
+    except ValueError as error:
+        assert "ef_search" in str(error) and "nprobe" not in str(error)
+    else:
+        pytest.skip("this faiss build found all 200 neighbours with ef_search=1")
