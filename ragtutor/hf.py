@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from ragtutor.dense import BiEncoder
+from ragtutor.generation import combined_input
 from ragtutor.retrieval import check_texts
 
 __all__ = ["PASSAGES_DIR", "INDEX_FILE", "CONTEXT_ENCODER_DIR", "ExportedRag", "as_biencoder",
@@ -233,6 +234,18 @@ def export_rag(folder, retriever, generator, generator_tokenizer, passages, n_do
         raise ValueError(f"max_combined_length={max_combined_length} is more than the generator's "
                          f"max_position_embeddings={longest}: the reader cannot read that far; "
                          f"use at most {longest}")
+    # RagRetriever cuts every longer input to max_combined_length without a word: refuse a budget
+    # that cannot hold the longest passage and a one-word question.
+    parts = generator_tokenizer([combined_input(p["title"], p["text"], "").rstrip(" ")
+                                 for p in passages], add_special_tokens=False).input_ids
+    widest = max(range(len(parts)), key=lambda i: len(parts[i]))
+    needed = len(parts[widest]) + 1 + generator_tokenizer.num_special_tokens_to_add()
+    if max_combined_length < needed:
+        raise ValueError(f"max_combined_length={max_combined_length} cannot hold passage "
+                         f"{widest} ({passages[widest]['title']!r}) with even a one-word question: "
+                         f"that takes {needed} tokens, and RagRetriever would silently cut every "
+                         f"longer input. Use at least {needed} (the default, "
+                         f"{longest}, is the longest input the reader can read)")
     folder = Path(folder).resolve()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an empty folder: export into a new "

@@ -416,6 +416,11 @@ class RAGModel(torch.nn.Module):
         from ragtutor.metrics import qa_scores
 
         texts = check_texts([q["question"] for q in questions])
+        unknown = [q["passage_id"] for q in questions if q["passage_id"] not in self.position]
+        if unknown:
+            raise ValueError(f"{len(unknown)} questions name a gold passage that is not among the "
+                             f"model's passages, e.g. {unknown[0]!r}: Recall would count them as "
+                             "misses. Evaluate on questions about the model's own passages")
         was_training = self.training
         self.eval()
         predictions, hits1, hitsk = [], [], []

@@ -325,3 +325,11 @@ def test_as_biencoder_keeps_a_biencoder(tiny):
     biencoder = BiEncoder(*tiny["triple"])
     assert as_biencoder(biencoder) is biencoder
     assert isinstance(as_biencoder(list(tiny["triple"])), BiEncoder)
+
+
+def test_an_export_refuses_a_length_that_would_cut_every_passage(tiny, tmp_path):
+    # max_combined_length=8 used to export a model that silently truncated every input.
+    with pytest.raises(ValueError, match="cannot hold passage"):
+        export_rag(tmp_path / "rag", tiny["triple"], tiny["generator"], tiny["tokenizer"],
+                   PASSAGES, n_docs=2, max_combined_length=8)
+    assert not (tmp_path / "rag").exists()

@@ -434,3 +434,10 @@ def test_generate_refuses_a_budget_of_no_tokens(parts, max_new_tokens):
     # Such a budget used to answer [''] without a word.
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
         model_of(parts).generate(["What is the capital of France?"], max_new_tokens=max_new_tokens)
+
+
+def test_evaluate_refuses_gold_passages_the_model_does_not_hold(parts):
+    # An unknown passage_id used to count as a retrieval miss: recall 0.0, no error.
+    question = {**parts[4][0], "passage_id": "NOWHERE/capital"}
+    with pytest.raises(ValueError, match="not among the model's passages"):
+        model_of(parts).evaluate([question])
