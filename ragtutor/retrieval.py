@@ -177,7 +177,12 @@ class Retriever:
     def delete(self, ids):
         """Remove the documents with these ids from the index. Returns ``self``."""
         self._check_fitted()
-        ids = check_queries(ids) if not isinstance(ids, np.ndarray) else list(ids)
+        if isinstance(ids, (str, bytes, Mapping)) or not hasattr(ids, "__len__"):
+            raise TypeError(f"ids must be a list of passage ids, got {type(ids).__name__}; to "
+                            "delete one passage pass [id]")
+        ids = list(ids)
+        if not ids:
+            raise ValueError("ids is empty: pass the ids of the passages to delete")
         row = {doc_id: i for i, doc_id in enumerate(self.doc_ids_.tolist())}
         missing = [doc_id for doc_id in ids if doc_id not in row]
         if missing:

@@ -122,6 +122,8 @@ def test_an_added_passage_can_be_found(backend, passages):
     (lambda r, p: r.add(["bare text"]), TypeError, "fitted on passage records"),
     (lambda r, p: r.add([{"id": "x", "title": "t"}]), ValueError, "has no text"),
     (lambda r, p: r.delete(["no such id"]), KeyError, "not in the index"),
+    (lambda r, p: r.delete(p[0]["id"]), TypeError, "list of passage ids"),
+    (lambda r, p: r.delete([]), ValueError, "ids is empty"),
     (lambda r, p: r.delete([q["id"] for q in p[:N]]), ValueError, "empty index"),
 ])
 def test_bad_input_gets_the_same_clear_error_from_every_backend(backend, passages, call, error,
