@@ -29,8 +29,6 @@ from ragtutor.train import train
 __all__ = ["RAGModel", "train_rag", "VARIANTS"]
 
 _RAG_CONFIG_FILE = "rag.json"
-
-
 _RESCORE_ROWS = 256  # (candidate, document) pairs scored per forward pass in RAG-Sequence decoding
 
 
@@ -50,8 +48,9 @@ class RAGModel(torch.nn.Module):
     3. marginalise: chapter 04's :func:`rag_sequence_nll` or :func:`rag_token_nll` (``variant``).
 
     ``retriever`` is a ``ragtutor.dense.BiEncoder`` (dense retrieval; the model keeps an untied
-    copy, as it keeps a copy of the generator, so the caller's models are never changed) or any fitted retriever with
-    ``search(queries, k) -> (scores, ids)`` over the same ``passages`` in the same order, such as
+    copy, as it keeps a copy of the generator, so the caller's models are never changed) or any
+    fitted retriever on the course's contract (:mod:`ragtutor.retrieval`) over the same
+    ``passages`` — answering with their ids, or with positions in the same order — such as
     chapter 01's BM25: its scores become the document logits, as in the paper's RAG-BM25 ablation,
     and nothing flows back into it. ``passages`` are dicts with ``id``, ``title`` and ``text``.
 
@@ -69,7 +68,8 @@ class RAGModel(torch.nn.Module):
                  train_context_encoder=False, freeze_question_embeddings=True,
                  retriever_dropout=False, passage_vectors=None):
         super().__init__()
-        from ragtutor.dense import BiEncoder  # dense imports generation, which is heavy
+        # Imported here, so that `from ragtutor import RAGModel` stays light until a model is built.
+        from ragtutor.dense import BiEncoder
         from ragtutor.index import VectorIndex
 
         if variant not in VARIANTS:
