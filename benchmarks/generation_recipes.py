@@ -24,19 +24,17 @@ import copy
 import itertools
 import json
 import random
-import sys
 from pathlib import Path
 
 import torch
 import transformers
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from ragtutor import set_seed
+from ragtutor.generation import combined_input, reader_batches
+from ragtutor.tools.records import load_script, write_section
 
-import train_generation as recipe  # noqa: E402  (the checkpoint script, a sibling folder)
-from ragtutor import set_seed  # noqa: E402
-from ragtutor.generation import combined_input, reader_batches  # noqa: E402
-from ragtutor.tools.records import write_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+recipe = load_script("train_generation")  # the checkpoint's recipe, which each run changes once
 
 RESULTS_JSON = ROOT / "benchmarks" / "generation_recipes.json"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"

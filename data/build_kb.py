@@ -9,7 +9,7 @@ and language codes, official country names) and periodictable (elements) — plu
 of sovereign states in data/sources/sovereign_states.csv. Known gaps and outdated values in the
 sources are corrected by the tables below, each with its reason; data/README.md lists them.
 
-The text (passage and question templates) lives in ragtutor.kb, so that the counterfactual
+The text (passage and question templates) lives in ragtutor.templates, so that the counterfactual
 training examples of later chapters use exactly the same sentences. Every output is a pure
 function of the pinned sources and SEED: same bytes on every run, no time stamps, sorted keys.
 """
@@ -28,7 +28,7 @@ import periodictable
 import pycountry
 from countryinfo import CountryInfo
 
-from ragtutor.kb import ASPECTS, RELATIONS, relation_answers, render_passages, render_questions
+from ragtutor.templates import ASPECTS, RELATIONS, relation_answers, render_passages, render_questions
 from ragtutor.metrics import exact_match
 
 SEED = 0

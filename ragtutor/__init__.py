@@ -1,14 +1,16 @@
 """ragtutor — the helper package of the course on Retrieval-Augmented Generation.
 
 Each module holds one idea that a chapter builds in plain code first and later chapters reuse:
-``text`` and ``metrics`` (every chapter), ``data`` and ``kb`` (the knowledge base), ``retrieval``
-(the retriever contract), ``sparse`` (chapter 01), ``dense`` and ``index`` (chapter 02),
-``tokenization`` and ``generation`` (chapter 03), ``train`` (the training loop), ``rag`` (chapter
-04), ``rag_model`` (chapter 05), ``hf`` (chapter 06), ``exercises`` (self-checks) and ``tools`` (the
-repository's own tooling: the test harness, the student-copy builder, the benchmarks' records).
+``text`` and ``metrics`` (every chapter), ``data`` (the knowledge base), ``templates`` and
+``counterfactual`` (its text, and false facts to train a reader), ``retrieval`` (the retriever
+contract), ``sparse`` (chapter 01), ``dense`` and ``index`` (chapter 02), ``tokenization`` and
+``generation`` (chapter 03), ``train`` (the training loop), ``rag`` (chapter 04), ``rag_model``
+(chapter 05), ``hf`` (chapter 06), ``environment`` (the set-up check and the seed), ``exercises``
+(self-checks) and ``tools`` (the repository's own tooling: the test harness, the student-copy
+builder, the benchmarks' records).
 docs/design.md draws the map.
 """
-from ragtutor.utils import check_environment, set_seed
+from ragtutor.environment import check_environment, set_seed
 
 __version__ = "0.1.0"
 __all__ = ["set_seed", "check_environment", "RAGModel", "__version__"]

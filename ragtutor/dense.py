@@ -20,7 +20,7 @@ Training (:func:`train_biencoder`) minimises the in-batch-negatives loss
 (:func:`in_batch_negatives_loss`): in a batch of B questions with their gold passages, every other
 question's passage is a negative, and optionally one BM25 *hard negative* per question is added
 (:func:`bm25_hard_negatives`). Training material (:func:`training_examples`) mixes the training
-split's questions with counterfactual examples (``ragtutor.kb``), in which every entity's name
+split's questions with counterfactual examples (``ragtutor.counterfactual``), in which every entity's name
 occurs — the names of held-out dev and test entities included, with false facts — so that no name
 token of the knowledge base is left untrained.
 

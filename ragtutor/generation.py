@@ -25,7 +25,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from ragtutor.kb import iter_counterfactual_examples
+from ragtutor.counterfactual import iter_counterfactual_examples
 from ragtutor.metrics import qa_scores
 from ragtutor.retrieval import check_texts
 from ragtutor.tokenization import SPECIAL_TOKENS, train_tokenizer
@@ -262,7 +262,7 @@ def reader_sources(questions, passages):
 def reader_batches(entities, batch_size=64, seed=0):
     """Endless batches of counterfactual reader examples: ``(sources, targets)`` string lists.
 
-    Each example is new (``ragtutor.kb.iter_counterfactual_examples``): a knowledge-base passage
+    Each example is new (``ragtutor.counterfactual.iter_counterfactual_examples``): a knowledge-base passage
     template filled with a real name — test entities' names included — and false facts, with a
     question whose answer only the passage gives. The target is the canonical answer.
     """

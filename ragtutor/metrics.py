@@ -73,6 +73,16 @@ def f1_score(prediction, answers):
     return max(_f1(pred, normalize_answer(a).split()) for a in _answer_list(answers))
 
 
+def _paired(first, second, first_name, second_name, fix, what="predictions"):
+    """Both lists, checked to be the same non-zero length (one item of each per question)."""
+    first, second = list(first), list(second)
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} {first_name} but {len(second)} {second_name}: {fix}")
+    if not first:
+        raise ValueError(f"no {what} to score: the lists are empty")
+    return first, second
+
+
 def qa_scores(predictions, answers):
     """Mean exact match and F1 over a data set: ``{"em": ..., "f1": ..., "n": ...}``.
 
@@ -83,12 +93,8 @@ def qa_scores(predictions, answers):
         if isinstance(value, str) or not hasattr(value, "__iter__"):
             raise TypeError(f"{name} must be a list (one item per question), got "
                             f"{type(value).__name__}: {value!r}; for one question pass [{name[:-1]}]")
-    predictions, answers = list(predictions), list(answers)
-    if len(predictions) != len(answers):
-        raise ValueError(f"{len(predictions)} predictions but {len(answers)} answer lists: "
-                         "pass one list of acceptable answers per prediction")
-    if not predictions:
-        raise ValueError("no predictions to score: the lists are empty")
+    predictions, answers = _paired(predictions, answers, "predictions", "answer lists",
+                                   "pass one list of acceptable answers per prediction")
     em = sum(exact_match(p, a) for p, a in zip(predictions, answers)) / len(predictions)
     f1 = sum(f1_score(p, a) for p, a in zip(predictions, answers)) / len(predictions)
     return {"em": em, "f1": f1, "n": len(predictions)}
@@ -213,13 +219,8 @@ def ndcg_at_k(retrieved, relevant, k):
 
 
 def _runs(retrieved_lists, relevant_lists):
-    retrieved_lists, relevant_lists = list(retrieved_lists), list(relevant_lists)
-    if len(retrieved_lists) != len(relevant_lists):
-        raise ValueError(f"{len(retrieved_lists)} rankings but {len(relevant_lists)} sets of "
-                         "relevant ids: pass one of each per query")
-    if not retrieved_lists:
-        raise ValueError("no queries to score: the lists are empty")
-    return retrieved_lists, relevant_lists
+    return _paired(retrieved_lists, relevant_lists, "rankings", "sets of relevant ids",
+                   "pass one of each per query", what="queries")
 
 
 def mean_reciprocal_rank(retrieved_lists, relevant_lists, k=None):

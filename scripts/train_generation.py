@@ -4,7 +4,7 @@
     python scripts/train_generation.py --out /tmp/ckpt       # elsewhere (the slow test does this)
 
 The reader maps "title / text // question" to the answer. It learns from counterfactual examples
-(``ragtutor.kb``) drawn fresh for every batch: the knowledge base's passage templates filled with
+(``ragtutor.counterfactual``) drawn fresh for every batch: the knowledge base's passage templates filled with
 real names, test entities' included, and false facts, so that every name token is trained and the
 passage is the only place the answer can come from. The closed-book model maps the question alone
 to the answer and learns true facts about training entities, nothing else
@@ -34,7 +34,7 @@ from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.generation import (build_seq2seq, closed_book_batches, closed_book_questions,
                                  evaluate_qa, max_combined_length, reader_batches, reader_sources,
                                  train_seq2seq, train_tokenizer)
-from ragtutor.kb import counterfactual_examples
+from ragtutor.counterfactual import counterfactual_examples
 from ragtutor.metrics import normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ The question and passage encoders share their weights while training (separate e
 nothing in minutes from scratch: benchmarks/RESULTS.md, dense section) and are saved as two
 ``DPRQuestionEncoder`` / ``DPRContextEncoder`` folders with identical weights, with the tokenizer,
 by ``BiEncoder.save_pretrained``. Training material: the train split's questions with their gold
-passages, plus counterfactual examples (``ragtutor.kb``) whose passages state false facts about
+passages, plus counterfactual examples (``ragtutor.counterfactual``) whose passages state false facts about
 every entity of the knowledge base, so that the names of dev and test entities are trained too;
 no dev or test question and no dev or test passage is trained on. Each question gets one BM25
 hard negative (``--hard-negatives 0`` turns them off).
@@ -34,7 +34,7 @@ from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.dense import (BiEncoder, DenseRetriever, HybridRetriever, biencoder_batches,
                             bm25_hard_negatives, build_tokenizer, evaluate_retriever,
                             train_biencoder, training_examples)
-from ragtutor.kb import counterfactual_examples
+from ragtutor.counterfactual import counterfactual_examples
 from ragtutor.sparse import BM25Retriever
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from ragtutor import data, kb
+from ragtutor import counterfactual, data
 from ragtutor.metrics import normalize_answer
 from ragtutor.text import content_words, normalize_text
 
@@ -211,13 +211,13 @@ def test_bad_split_name_lists_the_valid_ones():
 @pytest.fixture(scope="module")
 def counterfactuals(kb_files):
     _, _, entities = kb_files
-    return entities, kb.counterfactual_examples(entities, 1200, seed=7)
+    return entities, counterfactual.counterfactual_examples(entities, 1200, seed=7)
 
 
 def test_counterfactuals_are_deterministic_and_prefix_stable(counterfactuals):
     entities, examples = counterfactuals
-    assert kb.counterfactual_examples(entities, 50, seed=7) == examples[:50]
-    assert kb.counterfactual_examples(entities, 50, seed=8) != examples[:50]
+    assert counterfactual.counterfactual_examples(entities, 50, seed=7) == examples[:50]
+    assert counterfactual.counterfactual_examples(entities, 50, seed=8) != examples[:50]
     fields = set(data.FIELDS["questions"]) | {"title", "text", "aspect"}
     assert all(set(x) == fields for x in examples)
 

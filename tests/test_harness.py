@@ -147,3 +147,12 @@ def test_each_worker_of_a_parallel_run_uses_one_thread():
     import torch
     assert torch.get_num_threads() == 1
     assert {name: os.environ.get(name) for name in WORKER_THREAD_ENV} == WORKER_THREAD_ENV
+
+
+def test_load_script_gives_a_training_scripts_recipe_without_running_it():
+    from ragtutor.tools.records import load_script
+    recipe = load_script("train_generation")
+    assert set(recipe.CONFIG) >= {"tokenizer", "reader", "closed_book"}
+    assert callable(recipe.train_reader) and callable(recipe.main)
+    with pytest.raises(FileNotFoundError, match="train_generation"):
+        load_script("train_generator")

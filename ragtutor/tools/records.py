@@ -1,11 +1,15 @@
 """What the training scripts and the benchmarks record, written once: the versions a run used,
-the machine it ran on, and a section of ``benchmarks/RESULTS.md`` between its markers."""
+the machine it ran on, and a section of ``benchmarks/RESULTS.md`` between its markers; and
+:func:`load_script`, for a benchmark that varies a training script's recipe."""
 import importlib.metadata
+import importlib.util
 import os
 import platform
 from pathlib import Path
 
-__all__ = ["versions", "cpu_name", "machine", "write_section"]
+__all__ = ["versions", "cpu_name", "machine", "write_section", "load_script"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def versions(*packages):
@@ -52,3 +56,19 @@ def write_section(path, section, begin, end):
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def load_script(name):
+    """The training script ``scripts/<name>.py`` as a module (its ``CONFIG`` and functions), not run.
+
+    A benchmark that changes one thing of a checkpoint's recipe imports the recipe itself, so the
+    two cannot drift apart; ``scripts/`` is a folder of programs, not a package.
+    """
+    path = ROOT / "scripts" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training script {path}: scripts/ holds "
+                                f"{sorted(p.stem for p in path.parent.glob('*.py'))}")
+    spec = importlib.util.spec_from_file_location(f"scripts.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
