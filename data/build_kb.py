@@ -28,18 +28,21 @@ import periodictable
 import pycountry
 from countryinfo import CountryInfo
 
-from ragtutor.templates import ASPECTS, RELATIONS, relation_answers, render_passages, render_questions
+from ragtutor.templates import (ASPECTS, PHRASINGS, RELATIONS, relation_answers, render_new_phrasings,
+                                render_passages, render_questions)
 from ragtutor.metrics import exact_match
 
 SEED = 0
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "kb"
 STATES_CSV = HERE / "sources" / "sovereign_states.csv"
+TYPED_TSV = HERE / "sources" / "typed_questions_dev.tsv"
 SPLITS = ("train", "dev", "test")
 SPLIT_SHARE = {"dev": 0.15, "test": 0.15}  # the rest is train; by entity, within each domain
 MISMATCH_RATE = 0.5  # chance that an (entity, relation) pair also gets a mismatched question
 DATA_FILES = ("passages.jsonl", "questions_train.jsonl", "questions_dev.jsonl",
-              "questions_test.jsonl", "entities.jsonl")
+              "questions_test.jsonl", "questions_dev_new.jsonl", "questions_test_new.jsonl",
+              "questions_dev_typed.jsonl", "entities.jsonl")
 MANIFEST = "MANIFEST.sha256"
 SOURCES = {"countryinfo": "1.0.1", "pycountry": "26.2.16", "periodictable": "2.1.0"}
 
@@ -507,6 +510,29 @@ def assign_splits(entities, seed=SEED):
                 e["split"] = split[e["id"]]
 
 
+def typed_questions(entities, path=TYPED_TSV):
+    """The hand-typed dev questions of ``path`` as question records (answers and gold passage
+    from the knowledge base; ``phrasing`` "typed"). Every row must name a dev-split entity and a
+    relation it has an answer for."""
+    index = {e["id"]: e for e in entities}
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        entity_id, relation, question = line.split("\t")
+        e = index.get(entity_id)
+        if e is None or e["split"] != "dev" or relation not in e["answers"]:
+            raise ValueError(f"{path.name} line {number}: {entity_id!r} is not a dev-split entity "
+                             f"with an answer for {relation!r}")
+        aspect = RELATIONS[relation][1]
+        questions.append({"id": f"{entity_id}/{relation}/typed/{number}", "question": question,
+                          "answers": e["answers"][relation], "entity_id": entity_id,
+                          "entity": e["name"], "domain": e["domain"], "relation": relation,
+                          "passage_id": f"{entity_id}/{aspect}", "mismatch": None, "split": "dev",
+                          "phrasing": "typed"})
+    return questions
+
+
 def build(seed=SEED):
     """All records: {"entities": [...], "passages": [...], "questions": [...]}."""
     entities = load_countries() + load_elements()
@@ -517,7 +543,9 @@ def build(seed=SEED):
         e["answers"] = {r: a for r, a in answers.items() if a}
     passages = render_passages(entities, seed)
     questions = render_questions(entities, passages, seed, MISMATCH_RATE)
-    return {"entities": entities, "passages": passages, "questions": questions}
+    new = [q for split in ("dev", "test") for q in render_new_phrasings(entities, passages, split, seed)]
+    return {"entities": entities, "passages": passages, "questions": questions, "new_phrasings": new,
+            "typed": typed_questions(entities)}
 
 
 def _jsonl(records):
@@ -529,6 +557,10 @@ def write(records, out=OUT):
     files = {"passages.jsonl": _jsonl(records["passages"]), "entities.jsonl": _jsonl(records["entities"])}
     for split in SPLITS:
         files[f"questions_{split}.jsonl"] = _jsonl(q for q in records["questions"] if q["split"] == split)
+    for split in ("dev", "test"):
+        files[f"questions_{split}_new.jsonl"] = _jsonl(q for q in records["new_phrasings"]
+                                                       if q["split"] == split)
+    files["questions_dev_typed.jsonl"] = _jsonl(records["typed"])
     files[MANIFEST] = "".join(f"{hashlib.sha256(files[name]).hexdigest()}  {name}\n"
                               for name in sorted(files)).encode()
     out.mkdir(parents=True, exist_ok=True)
@@ -595,6 +627,25 @@ def stats(records):
         answer, em = majority_baseline([q for q in test if q["relation"] == relation])
         add(f"| {relation} | {domain} | {aspect} | {n['train']} | {n['dev']} | {n['test']} | {answer} | "
             f"{em:.3f} |")
+    add("")
+    new = records["new_phrasings"]
+    add("| split | questions in new phrasings | vocabulary-mismatched | templates (per relation) |")
+    add("| --- | ---: | ---: | --- |")
+    for split in ("dev", "test"):
+        qs = [q for q in new if q["split"] == split]
+        m = sum(q["mismatch"] for q in qs)
+        pool = sorted({len(p[split]) for p in PHRASINGS.values()})
+        add(f"| {split} | {len(qs)} | {m} ({m / len(qs):.1%}) | {'–'.join(map(str, pool))} |")
+    train_pool = sorted({len(p["train"]) for p in PHRASINGS.values()})
+    add(f"| train (drawn by the training scripts) | — | — | {'–'.join(map(str, train_pool))} |")
+    forms = collections.Counter(q["form"] for q in new)
+    add("")
+    add("Surface forms of the new-phrasing questions: " + ", ".join(
+        f"{form} {n}" for form, n in sorted(forms.items())) + ".")
+    typed = records["typed"]
+    add("")
+    add(f"Typed dev questions: {len(typed)}, about {len({q['entity_id'] for q in typed})} dev-split "
+        f"entities and {len({q['relation'] for q in typed})} relations.")
     add("")
     add("| fixed entity | field | value | reason |")
     add("| --- | --- | --- | --- |")

@@ -24,11 +24,12 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["DATA_DIR", "SPLITS", "KnowledgeBaseError", "load_passages", "load_questions",
+__all__ = ["DATA_DIR", "SPLITS", "PHRASINGS", "KnowledgeBaseError", "load_passages", "load_questions",
            "load_entities", "verify_manifest"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kb"
 SPLITS = ("train", "dev", "test")
+PHRASINGS = ("seen", "new", "typed", "all")
 MANIFEST = "MANIFEST.sha256"
 REBUILD = "python data/build_kb.py"
 
@@ -138,16 +139,39 @@ def load_passages(as_dataset=False, data_dir=None):
     return _load("passages.jsonl", "passages", data_dir, as_dataset)
 
 
-def load_questions(split, as_dataset=False, data_dir=None):
+def load_questions(split, as_dataset=False, data_dir=None, phrasing="seen"):
     """The questions of one split ("train", "dev" or "test"), split by entity.
 
     Fields: id, question, answers (every acceptable answer, canonical first), entity_id, entity,
     domain, relation, passage_id (the gold passage), mismatch (True when the question shares no
     content word with its gold passage except the entity's name), split.
+
+    ``phrasing="seen"`` gives the knowledge base's own questions, worded with the templates that
+    every split shares; ``phrasing="new"`` (dev and test only) one question per fact worded as no
+    training question is, typed as people type (``ragtutor.templates.PHRASINGS``), with the extra
+    fields phrasing, template and form; ``phrasing="typed"`` (dev only) questions written by hand
+    the way people type into a search box (``data/sources/typed_questions_dev.tsv``; mismatch is
+    None); ``phrasing="all"`` the seen and new ones.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-    return _load(f"questions_{split}.jsonl", "questions", data_dir, as_dataset)
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"unknown phrasing {phrasing!r}: choose one of {', '.join(PHRASINGS)}")
+    if phrasing != "seen" and split == "train":
+        raise ValueError("the train split has seen phrasings only: new phrasings are held out for "
+                         "dev and test (training scripts draw their own, from PHRASINGS['...']['train'])")
+    if phrasing == "typed" and split != "dev":
+        raise ValueError(f"typed questions exist for the dev split only, not {split!r}")
+    if phrasing == "all":
+        rows = [{**q, "phrasing": "seen", "template": None, "form": None}
+                for q in load_questions(split, False, data_dir, "seen")]
+        rows += load_questions(split, False, data_dir, "new")
+        if not as_dataset:
+            return rows
+        from datasets import Dataset
+        return Dataset.from_list(rows)
+    name = f"questions_{split}.jsonl" if phrasing == "seen" else f"questions_{split}_{phrasing}.jsonl"
+    return _load(name, "questions", data_dir, as_dataset)
 
 
 def load_entities(as_dataset=False, data_dir=None):

@@ -16,7 +16,7 @@ import string
 
 __all__ = ["normalize_answer", "exact_match", "f1_score", "qa_scores",
            "recall_at_k", "precision_at_k", "reciprocal_rank", "mean_reciprocal_rank",
-           "average_precision", "ndcg_at_k", "retrieval_scores"]
+           "average_precision", "ndcg_at_k", "retrieval_scores", "bootstrap_interval"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -248,3 +248,20 @@ def retrieval_scores(retrieved_lists, relevant_lists, ks=(1, 5, 20), ndcg_k=10):
     scores["map"] = sum(average_precision(r, rel) for r, rel in pairs) / len(pairs)
     scores["n"] = len(pairs)
     return scores
+
+
+def bootstrap_interval(hits, n_resamples=2000, level=0.95, seed=0):
+    """The percentile bootstrap interval of the mean of ``hits`` (one score per question, e.g.
+    exact match 0/1): ``(low, high)``. The course's thresholds are its lower end, rounded down."""
+    import numpy as np
+
+    hits = np.asarray(hits, dtype=float)
+    if hits.ndim != 1 or len(hits) == 0 or not np.isfinite(hits).all():
+        raise ValueError(f"hits must be a non-empty 1-D list of finite scores, got shape "
+                         f"{list(hits.shape)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie between 0 and 1, got {level!r}")
+    rng = np.random.default_rng(seed)
+    means = hits[rng.integers(0, len(hits), size=(n_resamples, len(hits)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

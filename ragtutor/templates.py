@@ -28,8 +28,9 @@ import random
 from ragtutor.metrics import normalize_answer
 from ragtutor.text import content_words, normalize_text
 
-__all__ = ["ASPECTS", "RELATIONS", "QUESTIONS", "RENDERERS", "render_passages", "render_questions",
-           "relation_answers", "shared_content_words"]
+__all__ = ["ASPECTS", "RELATIONS", "QUESTIONS", "RENDERERS", "PHRASINGS", "SURFACE_FORMS",
+           "render_passages", "render_questions", "render_new_phrasings", "relation_answers",
+           "shared_content_words", "phrase", "phrasing_key", "seen_phrasings"]
 
 ASPECTS = {
     "country": ("overview", "geography", "capital", "economy", "people", "neighbours", "codes"),
@@ -769,3 +770,220 @@ def render_questions(entities, passages, seed=0, mismatch_rate=0.5):
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# Phrasings beyond the templates: how people type a question
+# ----------------------------------------------------------------------------------------------
+# QUESTIONS above write every split's questions ("seen" phrasings: a model trained on the train
+# split has met each of them). PHRASINGS hold three more, disjoint pools per relation, in the
+# forms people type — elliptical ("capital of {name}"), imperative ("Tell me ..."), possessive
+# ("{poss} capital"), other word orders, words the passages never use:
+#
+#   "train"  only ever used to train models (questions drawn on the fly by the training scripts)
+#   "dev"    only in the dev split's held-out questions, to aim at
+#   "test"   only in the test split's held-out questions, to measure
+#
+# so a dev or test question in a "new" phrasing is worded as no training question is (the test
+# suite checks it with the entity masked and case and punctuation folded). Fields: {name} /
+# {Name} the entity as inside / at the start of a sentence ("the Netherlands" / "The
+# Netherlands"), {poss} / {Poss} its possessive ("the Netherlands'", "Iron's").
+PHRASINGS = {
+    "capital": {
+        "train": ["What city is the capital of {name}?", "Give the capital city of {name}.",
+                  "{Poss} capital city?", "{name} capital", "the capital of {name} is what",
+                  "Do you know the capital of {name}?", "Which city is {poss} capital?",
+                  "What is the main city of government in {name}?"],
+        "dev": ["capital of {name}", "Tell me the capital of {name}.",
+                "{Poss} capital is which city?", "where's the government of {name} based"],
+        "test": ["capital city of {name}", "Which city serves as {poss} capital?",
+                 "Name the capital of {name}.", "what city is {name} governed from"],
+    },
+    "continent": {
+        "train": ["What continent is {name} in?", "{name} continent", "Give the continent of {name}.",
+                  "{Poss} continent?", "Which continent does {name} belong to?",
+                  "On what part of the world's land is {name}?"],
+        "dev": ["continent of {name}", "Tell me which continent {name} is on.",
+                "{Poss} continent is which one?"],
+        "test": ["which continent is {name} located on", "Name the continent of {name}.",
+                 "{Name} lies on what continent?"],
+    },
+    "region": {
+        "train": ["What region is {name} in?", "{name} region", "Give the region of {name}.",
+                  "{Poss} region of the world?", "Which part of the world is {name} in?"],
+        "dev": ["region of {name}", "Tell me the world region of {name}.",
+                "{Name} is in which region?"],
+        "test": ["which world region is {name} in", "Name the region {name} belongs to.",
+                 "{Poss} world region?"],
+    },
+    "currency": {
+        "train": ["What currency does {name} use?", "{name} currency", "Give the currency of {name}.",
+                  "{Poss} currency?", "What do they pay with in {name}?",
+                  "Which money is legal tender in {name}?"],
+        "dev": ["currency of {name}", "Tell me the currency used in {name}.",
+                "{Poss} money is called what?"],
+        "test": ["what money does {name} use", "Name the currency of {name}.",
+                 "{Name} pays in which currency?"],
+    },
+    "language": {
+        "train": ["What language is official in {name}?", "{name} official language",
+                  "Give an official language of {name}.", "{Poss} official language?",
+                  "Which language does the government of {name} use?"],
+        "dev": ["official language of {name}", "Tell me an official language of {name}.",
+                "{Poss} official tongue is which language?"],
+        "test": ["what language is spoken officially in {name}",
+                 "Name one official language of {name}.", "{Name} has which official language?"],
+    },
+    "demonym": {
+        "train": ["What are people from {name} called?", "{name} demonym",
+                  "Give the demonym of {name}.", "{Poss} demonym?",
+                  "What is the word for a native of {name}?"],
+        "dev": ["demonym of {name}", "Tell me what people from {name} are called.",
+                "a person from {name} is called what?"],
+        "test": ["what do you call people from {name}", "Name the demonym for {name}.",
+                 "{Poss} people are known as what?"],
+    },
+    "neighbour": {
+        "train": ["What country borders {name}?", "{name} neighbouring country",
+                  "Give a country bordering {name}.", "{Poss} neighbour?",
+                  "Which country is on the border of {name}?"],
+        "dev": ["neighbour of {name}", "Tell me a country that borders {name}.",
+                "{Name} shares a border with which country?"],
+        "test": ["which country is next to {name}", "Name a neighbour of {name}.",
+                 "{Poss} neighbouring country is which one?"],
+    },
+    "calling_code": {
+        "train": ["What is the dialling code of {name}?", "{name} phone code",
+                  "Give the calling code of {name}.", "{Poss} calling code?",
+                  "Which code do you dial for {name}?"],
+        "dev": ["calling code of {name}", "Tell me the country code for phoning {name}.",
+                "{Poss} dialling code is what?"],
+        "test": ["what's the phone prefix for {name}", "Name the international dialling code of {name}.",
+                 "{Name} has which calling code?"],
+    },
+    "internet_domain": {
+        "train": ["What is the top-level domain of {name}?", "{name} internet domain",
+                  "Give the internet domain of {name}.", "{Poss} web domain?",
+                  "Which domain ending do websites of {name} use?"],
+        "dev": ["internet domain of {name}", "Tell me the top-level domain of {name}.",
+                "{Poss} country domain is what?"],
+        "test": ["what's the web domain of {name}", "Name the internet suffix of {name}.",
+                 "{Name} uses which top-level domain?"],
+    },
+    "symbol": {
+        "train": ["What symbol does {name} have?", "{name} symbol", "Give the chemical symbol of {name}.",
+                  "{Poss} symbol?", "How is {name} written in chemical formulas?"],
+        "dev": ["symbol of {name}", "Tell me the chemical symbol for {name}.",
+                "{Poss} element symbol is what?"],
+        "test": ["chemical symbol for {name}", "Name the symbol of the element {name}.",
+                 "{Name} is written with which symbol?"],
+    },
+    "atomic_number": {
+        "train": ["What atomic number does {name} have?", "{name} atomic number",
+                  "Give the atomic number of {name}.", "{Poss} atomic number?",
+                  "How many protons has an atom of {name} got?"],
+        "dev": ["atomic number of {name}", "Tell me the atomic number of {name}.",
+                "{Poss} proton number is what?"],
+        "test": ["what's the atomic number of {name}", "Name the atomic number of {name}.",
+                 "{Name} has which atomic number?"],
+    },
+    "atomic_mass": {
+        "train": ["What atomic mass does {name} have?", "{name} atomic mass",
+                  "Give the atomic weight of {name}.", "{Poss} atomic mass?",
+                  "How much does an atom of {name} weigh?"],
+        "dev": ["atomic mass of {name}", "Tell me the atomic weight of {name}.",
+                "{Poss} atomic weight is what?"],
+        "test": ["what's the atomic weight of {name}", "Name the standard atomic mass of {name}.",
+                 "{Name} has what atomic mass?"],
+    },
+    "density": {
+        "train": ["What density does {name} have?", "{name} density", "Give the density of {name}.",
+                  "{Poss} density?", "How heavy is a cubic centimetre of {name}?"],
+        "dev": ["density of {name}", "Tell me the density of {name}.", "How dense is {name}?"],
+        "test": ["what's the density of {name}", "Name the density of {name} in g/cm3.",
+                 "{Poss} density is what?"],
+    },
+    "period": {
+        "train": ["What period is {name} in?", "{name} period", "Give the period of {name}.",
+                  "{Poss} period?", "Which row of the periodic table is {name} in?"],
+        "dev": ["period of {name}", "Tell me the period of {name}.", "{Name} sits in which period?"],
+        "test": ["which period does {name} belong to", "Name the period of {name}.",
+                 "{Poss} period number is what?"],
+    },
+    "group": {
+        "train": ["What group is {name} in?", "{name} group", "Give the group of {name}.",
+                  "{Poss} group?", "Which column of the periodic table is {name} in?"],
+        "dev": ["group of {name}", "Tell me the group of {name}.", "{Name} sits in which group?"],
+        "test": ["which group does {name} belong to", "Name the group of {name}.",
+                 "{Poss} group number is what?"],
+    },
+}
+
+# How a person may type any phrasing: as written, in lower case, without the final mark, or
+# both. Training questions get the same surface forms (augmentation); it is the wording that is
+# held out, not the casing.
+SURFACE_FORMS = ("as written", "lower case", "no final mark", "lower case, no final mark")
+
+
+def _possessive(text):
+    return text + ("'" if text.endswith("s") else "'s")
+
+
+def phrase(template, entity, form="as written"):
+    """One question: ``template`` (from :data:`PHRASINGS` or :data:`QUESTIONS`) about ``entity``,
+    typed in surface ``form`` (one of :data:`SURFACE_FORMS`)."""
+    if form not in SURFACE_FORMS:
+        raise ValueError(f"unknown surface form {form!r}: choose one of {SURFACE_FORMS}")
+    mid = _mid(entity)
+    question = template.format(name=mid, Name=_upper_first(mid), poss=_possessive(mid),
+                               Poss=_upper_first(_possessive(mid)))
+    if "lower case" in form:
+        question = question.lower()
+    if "no final mark" in form:
+        question = question.rstrip("?.!")
+    return question
+
+
+def phrasing_key(question, entity_name):
+    """The wording of a question with the entity masked and case, punctuation and accents folded:
+    "Which city serves as Croatia's capital?" -> "which city serves as <e> s capital"."""
+    masked = _fold(question).replace(_fold(entity_name), " <e> ") if _fold(entity_name) else _fold(question)
+    return " ".join(masked.split())
+
+
+def seen_phrasings(relation):
+    """Every template of :data:`QUESTIONS` for ``relation`` (all kinds)."""
+    return [t for kind in QUESTIONS[relation].values() for t in kind]
+
+
+def render_new_phrasings(entities, passages, split, seed=0):
+    """One question in a phrasing of the ``split``'s own pool (:data:`PHRASINGS`) for every
+    (entity, relation) of that split with a known answer, typed in a random surface form.
+
+    Records have the fields of :func:`render_questions`' records (id "FRA/capital/new"; mismatch
+    says whether the question shares no content word with its gold passage) plus ``phrasing``
+    ("new"), ``template`` and ``form``.
+    """
+    if split not in ("dev", "test"):
+        raise ValueError(f"held-out phrasings exist for the dev and test splits, not {split!r}")
+    texts = {p["id"]: p["text"] for p in passages}
+    questions = []
+    for e in entities:
+        if e["split"] != split:
+            continue
+        for relation, (domain, aspect) in RELATIONS.items():
+            answers = e["answers"].get(relation)
+            if domain != e["domain"] or relation in e.get("skip_relations", ()) or not answers:
+                continue
+            pid = f"{e['id']}/{aspect}"
+            rng = random.Random(f"{seed}/new-phrasing/{e['id']}/{relation}")
+            template = rng.choice(PHRASINGS[relation][split])
+            form = rng.choice(SURFACE_FORMS)
+            question = phrase(template, e, form)
+            mismatch = not shared_content_words(question, texts[pid], e["name"])
+            questions.append({"id": f"{e['id']}/{relation}/new", "question": question,
+                              "answers": list(answers), "entity_id": e["id"], "entity": e["name"],
+                              "domain": e["domain"], "relation": relation, "passage_id": pid,
+                              "mismatch": mismatch, "split": split, "phrasing": "new",
+                              "template": template, "form": form})
+    return questions

@@ -10,12 +10,13 @@ from pathlib import Path
 import datasets
 import pytest
 
-from ragtutor import counterfactual, data
+from ragtutor import counterfactual, data, templates
 from ragtutor.metrics import normalize_answer
 from ragtutor.text import content_words, normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("passages.jsonl", "questions_train.jsonl", "questions_dev.jsonl", "questions_test.jsonl",
+         "questions_dev_new.jsonl", "questions_test_new.jsonl", "questions_dev_typed.jsonl",
          "entities.jsonl")
 
 
@@ -184,6 +185,9 @@ def test_spot_checked_facts(kb_files):
 @pytest.mark.parametrize("load, fields", [
     (data.load_passages, data.FIELDS["passages"]),
     (lambda **kw: data.load_questions("dev", **kw), data.FIELDS["questions"]),
+    (lambda **kw: data.load_questions("test", phrasing="new", **kw), data.FIELDS["questions"]),
+    (lambda **kw: data.load_questions("dev", phrasing="typed", **kw), data.FIELDS["questions"]),
+    (lambda **kw: data.load_questions("dev", phrasing="all", **kw), data.FIELDS["questions"]),
     (data.load_entities, data.FIELDS["entities"]),
 ])
 def test_loaders_return_lists_and_datasets(load, fields):
@@ -204,6 +208,86 @@ def test_entity_facts_round_trip_through_the_dataset():
 def test_bad_split_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="train, dev, test"):
         data.load_questions("validation")
+
+
+@pytest.mark.parametrize("split, phrasing, message", [
+    ("train", "new", "held out for dev and test"), ("test", "typed", "dev split only"),
+    ("dev", "unseen", "seen, new, typed, all")])
+def test_a_phrasing_a_split_does_not_have_is_refused_with_the_choices(split, phrasing, message):
+    with pytest.raises(ValueError, match=message):
+        data.load_questions(split, phrasing=phrasing)
+
+
+# -- held-out phrasings --------------------------------------------------------------------------
+
+def _keys(questions):
+    return {templates.phrasing_key(q["question"], q["entity"]) for q in questions}
+
+
+def _pool_keys(pool):
+    probe = {"name": "Probeland", "domain": "country", "facts": {}}
+    return {templates.phrasing_key(templates.phrase(t, probe, form), "Probeland")
+            for t in pool for form in templates.SURFACE_FORMS}
+
+
+def test_no_dev_or_test_phrasing_is_used_in_training():
+    """Entity masked, case, punctuation and accents folded: a held-out question's wording occurs
+    in no training question, no training template and no template the counterfactual examples
+    use; and dev and test hold out different wordings."""
+    trained = _keys(data.load_questions("train"))
+    for relation in templates.RELATIONS:
+        trained |= _pool_keys(templates.seen_phrasings(relation))
+        trained |= _pool_keys(templates.PHRASINGS[relation]["train"])
+    held = {split: _keys(data.load_questions(split, phrasing="new")) for split in ("dev", "test")}
+    for split, keys in held.items():
+        assert keys and not keys & trained, (split, sorted(keys & trained)[:5])
+    assert not held["dev"] & held["test"]
+    dev_pool = set().union(*(_pool_keys(p["dev"]) for p in templates.PHRASINGS.values()))
+    test_pool = set().union(*(_pool_keys(p["test"]) for p in templates.PHRASINGS.values()))
+    assert not dev_pool & test_pool
+
+
+def test_new_phrasings_cover_every_seen_fact_of_dev_and_test_once():
+    for split in ("dev", "test"):
+        seen = {(q["entity_id"], q["relation"]) for q in data.load_questions(split)}
+        new = [(q["entity_id"], q["relation"]) for q in data.load_questions(split, phrasing="new")]
+        assert len(new) == len(set(new)) and set(new) == seen
+        forms = collections.Counter(q["form"] for q in data.load_questions(split, phrasing="new"))
+        assert set(forms) == set(templates.SURFACE_FORMS)
+
+
+def test_new_phrasings_keep_answers_and_gold_passages_of_the_seen_questions():
+    for split in ("dev", "test"):
+        seen = {(q["entity_id"], q["relation"]): q for q in data.load_questions(split)}
+        for q in data.load_questions(split, phrasing="new"):
+            twin = seen[(q["entity_id"], q["relation"])]
+            assert (q["answers"], q["passage_id"]) == (twin["answers"], twin["passage_id"])
+
+
+def test_typed_questions_are_about_dev_entities_with_answers_from_the_knowledge_base():
+    typed = data.load_questions("dev", phrasing="typed")
+    dev = {e["id"]: e for e in data.load_entities() if e["split"] == "dev"}
+    assert len(typed) >= 100
+    for q in typed:
+        assert q["answers"] == dev[q["entity_id"]]["answers"][q["relation"]]
+    # Typed by hand, they are not held out from training wordings: "denmark capital" is also
+    # how a training phrasing reads. What they add is the spread of how people type.
+
+
+@pytest.mark.parametrize("template, form, expected", [
+    ("{Poss} capital?", "as written", "The Netherlands' capital?"),
+    ("capital of {name}", "lower case, no final mark", "capital of the netherlands"),
+    ("Which city serves as {poss} capital?", "no final mark", "Which city serves as the Netherlands' capital"),
+])
+def test_phrase_fills_possessives_and_surface_forms(template, form, expected):
+    netherlands = {"name": "Netherlands", "domain": "country", "facts": {"definite": True}}
+    assert templates.phrase(template, netherlands, form) == expected
+
+
+def test_phrasing_key_masks_the_entity_and_folds_case_and_marks():
+    assert (templates.phrasing_key("Which city serves as Croatia's capital?", "Croatia")
+            == templates.phrasing_key("which city serves as croatia's capital", "Croatia")
+            == "which city serves as <e> s capital")
 
 
 # -- counterfactual examples -------------------------------------------------------------------

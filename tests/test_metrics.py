@@ -53,3 +53,17 @@ def test_a_string_where_a_list_is_expected_is_refused():
 def test_missing_answers_get_a_clear_error():
     with pytest.raises(TypeError, match="answers must be a string or a list"):
         exact_match("x", None)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_questions():
+    from ragtutor.metrics import bootstrap_interval
+    few = [1.0] * 18 + [0.0] * 2
+    many = few * 20
+    low, high = bootstrap_interval(few)
+    assert low < 0.9 < high <= 1.0
+    low_many, high_many = bootstrap_interval(many)
+    assert low < low_many < 0.9 < high_many < high
+    assert bootstrap_interval([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    for bad in ([], [[1.0]], [float("nan")]):
+        with pytest.raises(ValueError, match="hits must be"):
+            bootstrap_interval(bad)
