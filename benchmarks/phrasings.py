@@ -43,14 +43,20 @@ def retriever_hits(retriever, questions):
             [float(g in list(row)) for row, g in zip(ids, gold)])
 
 
-def main():
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=ROOT / "checkpoints",
+                        help="folder of retriever/, rag_token/ and rag_sequence/ (default checkpoints/)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     set_seed(0)
     passages = data.load_passages()
     sets = {f"{split}/{phrasing}": data.load_questions(split, phrasing=phrasing)
             for split, phrasing in SETS}
     retrievers = {"BM25": BM25Retriever().fit(passages),
-                  "dense": DenseRetriever(BiEncoder.from_pretrained(ROOT / "checkpoints" / "retriever"))
+                  "dense": DenseRetriever(BiEncoder.from_pretrained(args.folder / "retriever"))
                   .fit(passages)}
     results = {"machine": machine(), "retrievers": {}, "rag": {}, "by_form": {}, "examples": {}}
     for name, retriever in retrievers.items():
@@ -58,7 +64,9 @@ def main():
             at1, at5 = retriever_hits(retriever, questions)
             results["retrievers"][f"{name} {key}"] = {"recall@1": summary(at1), "recall@5": summary(at5)}
     for variant in ("token", "sequence"):
-        model = RAGModel.from_pretrained(ROOT / "checkpoints" / f"rag_{variant}")
+        if not (args.folder / f"rag_{variant}").is_dir():
+            continue
+        model = RAGModel.from_pretrained(args.folder / f"rag_{variant}")
         for key, questions in sets.items():
             out = model.evaluate(questions)
             em = [float(exact_match(p, q["answers"])) for p, q in zip(out["predictions"], questions)]
@@ -73,6 +81,9 @@ def main():
                      zip(out["predictions"], questions, em) if not h]
             results["examples"][f"RAG-{variant} {key}"] = wrong[:8]
         print(variant, "done", flush=True)
+    if args.no_write:
+        print(report(results))
+        return
     RESULTS_JSON.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     write_section(RESULTS_MD, report(results), BEGIN, END)
 
@@ -106,7 +117,7 @@ def report(results):
     lines += ["", "Wrong answers of RAG-token on the test split's new phrasings (question → answer, "
               "expected):", ""]
     lines += [f"- `{q}` → \"{p}\" (expected \"{a}\")" for q, p, a in
-              results["examples"]["RAG-token test/new"][:6]]
+              results["examples"].get("RAG-token test/new", [])[:6]]
     return "\n".join(lines)
 
 

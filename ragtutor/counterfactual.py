@@ -10,11 +10,13 @@ import functools
 import itertools
 import operator
 import random
+import re
 
 # The templates' private helpers are shared on purpose: a counterfactual passage must be written
 # exactly as a real one is, so this module renders with the same functions.
-from ragtutor.templates import (ASPECTS, RELATIONS, RENDERERS, _area_text, _calling_code_answers,
-                                _fold, _mid, _question, relation_answers)
+from ragtutor.templates import (ASPECTS, PHRASINGS, RELATIONS, RENDERERS, SURFACE_FORMS, _area_text,
+                                _calling_code_answers, _fold, _mid, _question, phrase,
+                                relation_answers, shared_content_words)
 
 __all__ = ["counterfactual_examples", "iter_counterfactual_examples"]
 
@@ -248,12 +250,44 @@ def _fake_element(e, aspect, pools, rng):
     raise ValueError(f"no counterfactual template for element aspect {aspect!r}")
 
 
-def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5):
+_CONSONANTS, _VOWELS = "bcdfghjklmnprstvwz", "aeiou"
+
+
+def invented_value(rng, like):
+    """A made-up value shaped like ``like``: digits for digits ("79.904" -> "31.572"), a one- or
+    two-letter symbol for a symbol, else a capitalised word of random syllables ("Tobaruk")."""
+    if any(c.isdigit() for c in like):
+        return "".join(rng.choice("123456789") if c.isdigit() else c for c in like)
+    if len(like) <= 2:
+        return rng.choice(_CONSONANTS.upper()) + (rng.choice(_CONSONANTS + _VOWELS) if len(like) == 2 else "")
+    word = "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 4)))
+    return word.capitalize() + (rng.choice(_CONSONANTS) if rng.random() < 0.5 else "")
+
+
+def _with_invented_value(text, answers, rng):
+    """``text`` with its canonical answer replaced by an invented value: (text, [value]), or None
+    when the answer is not written out in the text."""
+    pattern = re.compile(r"(?<!\w)" + re.escape(answers[0]) + r"(?!\w)")
+    if not pattern.search(text):
+        return None
+    value = invented_value(rng, answers[0])
+    return pattern.sub(value, text), [value]
+
+
+def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5, typed=0.0, invented=0.0):
     """An endless, deterministic stream of counterfactual QA examples (see :func:`counterfactual_examples`).
 
     Example i depends only on (``seed``, i): the stream walks through all entities in a fresh
-    seeded order every len(entities) examples, so every name appears once per pass.
+    seeded order every len(entities) examples, so every name appears once per pass. With
+    ``typed`` > 0, that share of the questions is asked as people type instead: a wording of the
+    training pool ``PHRASINGS[relation]["train"]`` in a random surface form (lower case, no final
+    mark); the passages, and the other questions, are the same as with ``typed=0``. With
+    ``invented`` > 0, that share of the passages states a made-up value instead
+    (:func:`invented_value`), which the reader can only answer by spelling out what it reads.
     """
+    for name, share in (("typed", typed), ("invented", invented)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
     pools = _Pools(entities)
     if not pools.entities:
         raise ValueError("counterfactual examples need the entity records: pass load_entities()")
@@ -278,6 +312,17 @@ def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5):
             mismatch = question is not None
         if question is None:
             question = _question(relation, fake, text, rng, mismatch=False)
+        if typed:
+            # Its own generator: the passage and the template question stay those of typed=0.
+            typing = random.Random(f"{seed}/counterfactual-typed/{i}")
+            if typing.random() < typed:
+                question = phrase(typing.choice(PHRASINGS[relation]["train"]), fake,
+                                  typing.choice(SURFACE_FORMS))
+                mismatch = not shared_content_words(question, text, e["name"])
+        if invented:
+            making = random.Random(f"{seed}/counterfactual-invented/{i}")
+            if making.random() < invented:
+                text, answers = _with_invented_value(text, answers, making) or (text, answers)
         pid = f"counterfactual/{seed}/{i}"
         yield {"id": f"{pid}/{relation}", "question": question, "answers": answers,
                "entity_id": e["id"], "entity": e["name"], "domain": e["domain"], "relation": relation,
@@ -285,7 +330,7 @@ def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5):
                "title": e["name"], "text": text, "aspect": aspect}
 
 
-def counterfactual_examples(entities, n, seed=0, mismatch_rate=0.5):
+def counterfactual_examples(entities, n, seed=0, mismatch_rate=0.5, typed=0.0, invented=0.0):
     """``n`` QA examples whose passages state false facts about real names, for training a reader.
 
     The passage and question templates of the real knowledge base are filled with entity names
@@ -298,4 +343,5 @@ def counterfactual_examples(entities, n, seed=0, mismatch_rate=0.5):
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    return list(itertools.islice(iter_counterfactual_examples(entities, seed, mismatch_rate), n))
+    return list(itertools.islice(iter_counterfactual_examples(entities, seed, mismatch_rate, typed,
+                                                               invented), n))

@@ -61,8 +61,9 @@ _CONFIG_FILE = "biencoder.json"
 # ----------------------------------------------------------------------------------------------
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
-def build_tokenizer(passages, questions, examples=()):
-    """The bi-encoder's word-level tokenizer, trained on every text it will see.
+def build_tokenizer(passages, questions, examples=(), kind="word", vocab_size=8000, lowercase=False):
+    """The bi-encoder's tokenizer (word-level, or ``kind="bpe"`` subwords), trained on every text
+    it will see.
 
     ``passages`` (title and text), ``questions`` (question text; the wording of dev and test
     questions is no answer leak) and counterfactual ``examples`` (title, text and question). Built
@@ -76,7 +77,7 @@ def build_tokenizer(passages, questions, examples=()):
     texts = [p["title"] for p in itertools.chain(passages, examples)]
     texts += [p["text"] for p in itertools.chain(passages, examples)]
     texts += [q["question"] for q in itertools.chain(questions, examples)]
-    tokenizer = train_tokenizer(texts, kind="word")
+    tokenizer = train_tokenizer(texts, kind=kind, vocab_size=vocab_size, lowercase=lowercase)
     specials = [(token, SPECIAL_TOKENS.index(token)) for token in (BOS, EOS)]
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B:1 {EOS}:1", special_tokens=specials)

@@ -259,14 +259,16 @@ def reader_sources(questions, passages):
                            q["question"]) for q in questions]
 
 
-def reader_batches(entities, batch_size=64, seed=0):
+def reader_batches(entities, batch_size=64, seed=0, typed=0.0, invented=0.0):
     """Endless batches of counterfactual reader examples: ``(sources, targets)`` string lists.
 
     Each example is new (``ragtutor.counterfactual.iter_counterfactual_examples``): a knowledge-base passage
     template filled with a real name — test entities' names included — and false facts, with a
-    question whose answer only the passage gives. The target is the canonical answer.
+    question whose answer only the passage gives (``typed``: the share of questions asked as people
+    type; ``invented``: the share of passages stating a made-up value, see
+    ``iter_counterfactual_examples``). The target is the canonical answer.
     """
-    stream = iter_counterfactual_examples(entities, seed=seed)
+    stream = iter_counterfactual_examples(entities, seed=seed, typed=typed, invented=invented)
     while True:
         examples = list(itertools.islice(stream, batch_size))
         yield ([combined_input(e["title"], e["text"], e["question"]) for e in examples],

@@ -356,7 +356,7 @@ def evaluate_retriever(retriever, questions, passage_ids=None, ks=(1, 5, 20)):
     A question's gold passage is its ``passage_id``. A retriever fitted on passage records answers
     with passage ids; one fitted on bare documents answers with positions, and
     ``passage_ids[i]`` names the passage at position i. Returns ``{"all": {...}, "mismatch":
-    {...}}``, each a row of ``ragtutor.metrics.retrieval_scores`` over the top ``max(ks)`` (so MRR
+    {...}}`` ("mismatch" only when some question is marked mismatched), each a row of ``ragtutor.metrics.retrieval_scores`` over the top ``max(ks)`` (so MRR
     is MRR@max(ks)).
     """
     _, ids = retriever.search([q["question"] for q in questions], max(ks))
@@ -368,7 +368,9 @@ def evaluate_retriever(retriever, questions, passage_ids=None, ks=(1, 5, 20)):
     else:
         ranked = [[passage_ids[i] for i in row] for row in ids]
     relevant = [{q["passage_id"]} for q in questions]
-    chosen = [i for i, q in enumerate(questions) if q["mismatch"]]
-    return {"all": retrieval_scores(ranked, relevant, ks),
-            "mismatch": retrieval_scores([ranked[i] for i in chosen], [relevant[i] for i in chosen],
-                                         ks)}
+    report = {"all": retrieval_scores(ranked, relevant, ks)}
+    chosen = [i for i, q in enumerate(questions) if q.get("mismatch")]
+    if chosen:  # hand-typed questions are not marked, and some sets have no mismatched question
+        report["mismatch"] = retrieval_scores([ranked[i] for i in chosen],
+                                              [relevant[i] for i in chosen], ks)
+    return report

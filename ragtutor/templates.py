@@ -30,7 +30,7 @@ from ragtutor.text import content_words, normalize_text
 
 __all__ = ["ASPECTS", "RELATIONS", "QUESTIONS", "RENDERERS", "PHRASINGS", "SURFACE_FORMS",
            "render_passages", "render_questions", "render_new_phrasings", "relation_answers",
-           "shared_content_words", "phrase", "phrasing_key", "seen_phrasings"]
+           "shared_content_words", "phrase", "phrasing_key", "seen_phrasings", "training_phrasings"]
 
 ASPECTS = {
     "country": ("overview", "geography", "capital", "economy", "people", "neighbours", "codes"),
@@ -954,6 +954,23 @@ def phrasing_key(question, entity_name):
 def seen_phrasings(relation):
     """Every template of :data:`QUESTIONS` for ``relation`` (all kinds)."""
     return [t for kind in QUESTIONS[relation].values() for t in kind]
+
+
+def training_phrasings(questions, entities, per_question=1, seed=0):
+    """Questions to train on, asked as people type: for each of ``questions`` (the train split's),
+    ``per_question`` more about the same fact, each a wording of ``PHRASINGS[relation]["train"]``
+    in a random surface form. Records as the originals', with id ".../typed/j" and ``template``
+    and ``form``. Only the train pool is used, so dev and test wordings stay unseen."""
+    index = {e["id"]: e for e in entities}
+    out = []
+    for q in questions:
+        rng = random.Random(f"{seed}/training-phrasing/{q['id']}")
+        for j in range(per_question):
+            template, form = rng.choice(PHRASINGS[q["relation"]]["train"]), rng.choice(SURFACE_FORMS)
+            out.append({**q, "id": f"{q['id']}/typed/{j}", "mismatch": None,
+                        "question": phrase(template, index[q["entity_id"]], form),
+                        "template": template, "form": form})
+    return out
 
 
 def render_new_phrasings(entities, passages, split, seed=0):

@@ -41,8 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = {
     "seed": 0,
-    # Word-level tokens learned faster than BPE subwords (benchmarks/RESULTS.md, generation).
-    "tokenizer": {"kind": "word", "vocab_size": None, "counterfactual_texts": 20000},
+    # Subwords: the reader can spell an answer it never produced in training, and a name typed in
+    # lower case is pieces, not <unk>.
+    "tokenizer": {"kind": "bpe", "vocab_size": 4000, "counterfactual_texts": 20000},
+    # The share of counterfactual questions asked as people type (PHRASINGS' train pool), and of
+    # passages stating a made-up value that only spelling out what was read can answer.
+    "typed": 0.5,
+    "invented": 0.3,
     "model": {"d_model": 64, "layers": 3, "heads": 4, "ffn_dim": 128, "max_positions": 128,
               "tie_embeddings": True},
     "reader": {"batch_size": 64, "lr": 2e-3, "warmup": 300, "steps": 2000, "eval_every": 250},
@@ -56,7 +61,7 @@ def load_knowledge_base():
     return load_entities(), load_passages(), splits
 
 
-def build_tokenizer(entities, passages, splits, config, seed, max_positions):
+def build_tokenizer(entities, passages, splits, config, seed, max_positions, typed=0.0):
     """Train the shared tokenizer; check that every passage fits with every question.
 
     Returns the tokenizer and the longest combined input in tokens.
@@ -65,7 +70,8 @@ def build_tokenizer(entities, passages, splits, config, seed, max_positions):
     texts = [p["title"] + " " + p["text"] for p in passages] + [q["question"] for q in questions]
     texts += [a for e in entities for answers in e["answers"].values() for a in answers]
     texts += [e["text"] + " " + e["question"]
-              for e in counterfactual_examples(entities, config["counterfactual_texts"], seed=seed)]
+              for e in counterfactual_examples(entities, config["counterfactual_texts"], seed=seed,
+                                               typed=typed)]
     tokenizer = train_tokenizer(texts, kind=config["kind"], vocab_size=config["vocab_size"] or 8000)
     longest = max_combined_length(tokenizer, passages, questions)
     if longest > max_positions:
@@ -113,6 +119,10 @@ def train_reader(tokenizer, passages, splits, config, model_config, seed, exampl
     for split in ("train", "dev", "test"):
         metrics.update(_scores(model, tokenizer, reader_sources(splits[split], passages),
                                splits[split], split))
+    for split, phrasing in (("dev", "new"), ("test", "new"), ("dev", "typed")):
+        questions = load_questions(split, phrasing=phrasing)
+        metrics.update(_scores(model, tokenizer, reader_sources(questions, passages), questions,
+                               f"{split}_{phrasing}"))
     test = list(zip(reader_sources(splits["test"], passages), splits["test"]))
     metrics.update(_scores(model, tokenizer, *map(list, zip(*test)), "test_beam4", num_beams=4))
     unseen = [(source, q) for source, q in test
@@ -185,13 +195,15 @@ def main(argv=None):
     seed = set_seed(config["seed"])
     entities, passages, splits = load_knowledge_base()
     tokenizer, longest = build_tokenizer(entities, passages, splits, config["tokenizer"], seed,
-                                         config["model"]["max_positions"])
+                                         config["model"]["max_positions"], config["typed"])
     print(f"tokenizer: {len(tokenizer)} tokens; longest passage + question: {longest} tokens",
           flush=True)
     jobs = {
         "reader": lambda: train_reader(
             tokenizer, passages, splits, config["reader"], config["model"], seed,
-            reader_batches(entities, config["reader"]["batch_size"], seed), args.stop_after),
+            reader_batches(entities, config["reader"]["batch_size"], seed, config["typed"],
+                           config["invented"]),
+            args.stop_after),
         "closed_book": lambda: train_closed_book(tokenizer, entities, splits, config["closed_book"],
                                                  config["model"], seed, args.stop_after),
     }

@@ -33,10 +33,11 @@ import torch
 
 from ragtutor import set_seed
 from ragtutor.tools.records import versions
-from ragtutor.data import load_passages, load_questions
+from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_encoder
 from ragtutor.generation import load_checkpoint
 from ragtutor.rag_model import VARIANTS, RAGModel, train_rag
+from ragtutor.templates import training_phrasings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,14 @@ CONFIG = {
     "weak_start": {"weak_steps": 75, "lr": 1e-3, "batch_size": 16},
     "joint": {"lr": 5e-4, "warmup": 20, "schedule": "linear", "steps": 600, "batch_size": 16,
               "eval_every": 50, "keep_best": "recall@1"},
+    # Extra training questions per train question, asked as people type (PHRASINGS' train pool).
+    "typed_per_train_question": 2,
 }
+SETS = (("dev", "seen"), ("test", "seen"), ("dev", "new"), ("test", "new"), ("dev", "typed"))
+
+
+def set_name(split, phrasing):
+    return split if phrasing == "seen" else f"{split}_{phrasing}"
 
 
 def weak_start(retriever, passages, train, seed, config=CONFIG):
@@ -69,16 +77,17 @@ def run(variant, seed, retriever, reader, tokenizer, passages, splits, config=CO
     """One seed of one variant: (trained RAGModel, record). ``stop_after`` ends joint training
     after that many of its configured steps, the learning-rate schedule unchanged."""
     set_seed(seed)
-    start = weak_start(retriever, passages, splits["train"], seed, config)
+    train = splits["train_typed"]
+    start = weak_start(retriever, passages, train, seed, config)
     model = RAGModel(start, reader, tokenizer, passages, n_docs=config["n_docs"], variant=variant)
     before = {split: metrics(model, splits[split]) for split in ("dev", "test")}
     j = config["joint"]
-    history = train_rag(model, splits["train"], max_steps=j["steps"], batch_size=j["batch_size"],
+    history = train_rag(model, train, max_steps=j["steps"], batch_size=j["batch_size"],
                         lr=j["lr"], warmup=j["warmup"], schedule=j["schedule"],
                         dev=splits["dev"][::3], eval_every=j["eval_every"],
                         keep_best=j["keep_best"], seed=seed, stop_after=stop_after,
                         progress=False)
-    after = {split: metrics(model, splits[split]) for split in ("dev", "test")}
+    after = {set_name(*key): metrics(model, splits[set_name(*key)]) for key in SETS}
     return model, {"seed": seed, "weak_start": before, "trained": after,
                    "best_step": history["best_step"],
                    "train_seconds": round(history["seconds"][-1], 1),
@@ -97,6 +106,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="the first seed's model is saved; all are measured")
     parser.add_argument("--steps", type=int, help=f"default {CONFIG['joint']['steps']}")
+    parser.add_argument("--start-from", type=Path, default=ROOT / "checkpoints",
+                        help="folder holding retriever/ and reader/, the models to start from "
+                             "(default: checkpoints/)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; the recorded metrics were reached with 1")
     parser.add_argument("--stop-after", type=int, metavar="N",
@@ -109,9 +121,12 @@ def main(argv=None):
     if args.steps is not None:
         config["joint"]["steps"] = args.steps
     passages = load_passages()
-    splits = {split: load_questions(split) for split in ("train", "dev", "test")}
-    retriever = BiEncoder.from_pretrained(ROOT / "checkpoints" / "retriever")
-    reader, tokenizer, _ = load_checkpoint("reader")
+    splits = {set_name(split, phrasing): load_questions(split, phrasing=phrasing)
+              for split, phrasing in (("train", "seen"), *SETS)}
+    splits["train_typed"] = splits["train"] + training_phrasings(
+        splits["train"], load_entities(), config["typed_per_train_question"], seed=0)
+    retriever = BiEncoder.from_pretrained(args.start_from / "retriever")
+    reader, tokenizer, _ = load_checkpoint("reader", args.start_from)
     for variant in args.variant:
         start, runs, saved = time.perf_counter(), [], None
         for seed in args.seeds:

@@ -36,12 +36,19 @@ from ragtutor.dense import (BiEncoder, DenseRetriever, HybridRetriever, biencode
                             train_biencoder, training_examples)
 from ragtutor.counterfactual import counterfactual_examples
 from ragtutor.sparse import BM25Retriever
+from ragtutor.templates import training_phrasings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = {
     "seed": 0,
     "counterfactual_examples": 30000,
+    # Subwords, uncased (as DPR's BERT): a name never seen is spelt from pieces, not <unk>, and
+    # "germany" reads as "Germany" does.
+    "tokenizer": {"kind": "bpe", "vocab_size": 4000, "lowercase": True},
+    # Questions asked as people type (ragtutor.templates.PHRASINGS' train pool, random surface
+    # forms): the share of counterfactual questions, and extra questions per train question.
+    "typed": {"counterfactual": 0.5, "per_train_question": 2},
     "model": {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 128,
               "max_positions": 128, "tied": True, "pooling": "first"},
     "training": {"batch_size": 64, "hard_negatives": 1, "lr": 1e-3, "warmup": 200, "steps": 3000,
@@ -53,22 +60,30 @@ def build_data(config, seed):
     """The tokenizer, the training examples (with their hard negatives) and the splits."""
     entities, passages = load_entities(), load_passages()
     splits = {split: load_questions(split) for split in ("train", "dev", "test")}
-    counterfactual = counterfactual_examples(entities, config["counterfactual_examples"], seed=seed)
-    tokenizer = build_tokenizer(passages, [q for s in splits.values() for q in s], counterfactual)
+    typed = config["typed"]
+    counterfactual = counterfactual_examples(entities, config["counterfactual_examples"], seed=seed,
+                                             typed=typed["counterfactual"])
+    train_questions = splits["train"] + training_phrasings(
+        splits["train"], entities, typed["per_train_question"], seed)
+    tokenizer = build_tokenizer(passages, [q for s in splits.values() for q in s] + train_questions,
+                                counterfactual, **config["tokenizer"])
     train_entities = {e["id"] for e in entities if e["split"] == "train"}
     # Real passages enter training only as the train questions' gold passages (and as hard
     # negatives of other questions): no dev or test question or passage is trained on.
     train_passages = [p for p in passages if p["entity_id"] in train_entities]
-    examples = training_examples(train_passages, splits["train"], counterfactual)
+    examples = training_examples(train_passages, train_questions, counterfactual)
     negatives = bm25_hard_negatives(examples) if config["training"]["hard_negatives"] else None
     return tokenizer, examples, negatives, passages, splits
 
 
-def dev_recall(model, passages, dev):
-    """Dev Recall@1 over all passages, overall and on the mismatched questions."""
-    report = evaluate_retriever(DenseRetriever(model).fit(passages), dev, [p["id"] for p in passages])
+def dev_recall(model, passages, dev, dev_new):
+    """Dev Recall@1 over all passages: overall, on the mismatched questions, on new phrasings."""
+    retriever = DenseRetriever(model).fit(passages)
+    report = evaluate_retriever(retriever, dev)
+    new = evaluate_retriever(retriever, dev_new)
     return {"dev_recall@1": round(report["all"]["recall@1"], 4),
-            "dev_mismatch_recall@1": round(report["mismatch"]["recall@1"], 4)}
+            "dev_mismatch_recall@1": round(report["mismatch"]["recall@1"], 4),
+            "dev_new_recall@1": round(new["all"]["recall@1"], 4)}
 
 
 def rounded(metrics):
@@ -89,13 +104,19 @@ def train(config, progress=False, stop_after=None):
     batches = biencoder_batches(examples, t["batch_size"], seed=seed, hard_negatives=negatives)
     steps = t["steps"] if stop_after is None else min(t["steps"], stop_after)
     history = train_biencoder(model, batches, lr=t["lr"], warmup=t["warmup"], max_steps=steps,
-                              evaluate=lambda m: dev_recall(m, passages, splits["dev"]),
+                              evaluate=lambda m: dev_recall(m, passages, splits["dev"],
+                                                            load_questions("dev", phrasing="new")),
                               eval_every=t["eval_every"], progress=progress)
     dense = DenseRetriever(model).fit(passages)
     bm25 = BM25Retriever().fit(passages)
     ids = [p["id"] for p in passages]
+    sets = {**{split: splits[split] for split in ("dev", "test")},
+            "dev_new": load_questions("dev", phrasing="new"),
+            "test_new": load_questions("test", phrasing="new"),
+            "dev_typed": load_questions("dev", phrasing="typed")}
     metrics, baseline, hybrid = (
-        rounded({split: evaluate_retriever(retriever, splits[split], ids) for split in ("dev", "test")})
+        rounded({name: evaluate_retriever(retriever, questions, ids)
+                 for name, questions in sets.items()})
         for retriever in (dense, bm25, HybridRetriever(bm25, dense)))
     record = {"seed": seed, "config": config, "vocab_size": len(tokenizer),
               "training_examples": len(examples),
@@ -148,8 +169,8 @@ def main(argv=None):
               "versions": versions("torch", "transformers", "tokenizers"),
               "seconds": round(seconds, 1), **record}
     (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
-    for split in ("dev", "test"):
-        for subset in ("all", "mismatch"):
+    for split in ("dev", "test", "dev_new", "test_new", "dev_typed"):
+        for subset in record["metrics"][split]:
             print(f"{split} {subset}:", ", ".join(
                 f"{name} R@1 {record[name][split][subset]['recall@1']:.3f}"
                 for name in ("metrics", "bm25", "hybrid")).replace("metrics", "dense"))

@@ -1,0 +1,77 @@
+"""Can the reader write an answer it never saw? Gold passages rewritten to state invented values.
+
+    python benchmarks/invented_values.py [--folder checkpoints]
+
+For test questions about capitals, currencies, demonyms and chemical symbols, the gold passage is
+rewritten: every occurrence of the true answer becomes an invented one ("Velmarosk", "Qz"), a
+string made of syllables by a seeded generator and kept only if none of its words occurs anywhere
+in the knowledge base (passages, questions, entity records) — so no training text holds it. The
+reader (``checkpoints/reader``, oracle retrieval) then answers from the rewritten passage; exact
+match is against the invented value. Prints the figure and its 95% bootstrap interval.
+"""
+import argparse
+import json
+import random
+import re
+from pathlib import Path
+
+from ragtutor import data
+from ragtutor.generation import combined_input, generate_answers, load_checkpoint
+from ragtutor.metrics import bootstrap_interval, exact_match
+
+RELATIONS = ("capital", "currency", "demonym", "symbol")
+SYLLABLES = ["vel", "mar", "osk", "tru", "bani", "zor", "quel", "dra", "ith", "nox", "pel", "vash",
+             "orn", "kel", "umb", "rast", "yev", "gol", "fen", "tiq"]
+
+
+def known_words():
+    words = set()
+    texts = [p["title"] + " " + p["text"] for p in data.load_passages()]
+    texts += [json.dumps(e, ensure_ascii=False) for e in data.load_entities()]
+    texts += [q["question"] for s in data.SPLITS for q in data.load_questions(s)]
+    for text in texts:
+        words.update(w.lower() for w in re.findall(r"\w+", text))
+    return words
+
+
+def invent(rng, relation, known):
+    while True:
+        if relation == "symbol":
+            value = rng.choice("BCDFGHJKLMNPQRSTVWXZ") + rng.choice("qxzjvw")
+        else:
+            value = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+            if relation == "demonym":
+                value += rng.choice(["ian", "ese", "ic"])
+        if value.lower() not in known:
+            return value
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=None, help="parent of reader/ (default checkpoints/)")
+    args = parser.parse_args(argv)
+    model, tokenizer, _ = load_checkpoint("reader", args.folder)
+    passages = {p["id"]: p for p in data.load_passages()}
+    known, rng = known_words(), random.Random(0)
+    sources, targets = [], []
+    for q in data.load_questions("test"):
+        if q["relation"] not in RELATIONS or q["id"].endswith("/1"):
+            continue
+        gold = passages[q["passage_id"]]
+        pattern = re.compile(r"\b" + re.escape(q["answers"][0]) + r"\b")
+        if not pattern.search(gold["text"]):
+            continue
+        value = invent(rng, q["relation"], known)
+        sources.append(combined_input(gold["title"], pattern.sub(value, gold["text"]), q["question"]))
+        targets.append(value)
+    predictions = generate_answers(model, tokenizer, sources)
+    hits = [float(exact_match(p, [t])) for p, t in zip(predictions, targets)]
+    low, high = bootstrap_interval(hits)
+    print(f"invented values: exact match {sum(hits) / len(hits):.3f} (95% bootstrap interval "
+          f"{low:.3f}-{high:.3f}) on {len(hits)} test questions")
+    for source, p, t in list(zip(sources, predictions, targets))[:8]:
+        print(f"  {t!r:14} <- {p!r:14} | {source.split(' // ')[-1]}")
+
+
+if __name__ == "__main__":
+    main()
