@@ -196,13 +196,25 @@ class RAGModel(torch.nn.Module):
         # that the two agree to the last float (chapter 06).
         return torch.bmm(q[:, None, :], e.transpose(1, 2))[:, 0], ids
 
+    def questions_as_read(self, questions):
+        """The questions as the question encoder's tokenizer reads them back: lower-cased by an
+        uncased tokenizer, unknown pieces dropped. This is what the generator reads, as in Hugging
+        Face's ``RagRetriever``, which decodes the question encoder's input ids to build the
+        generator's input. A fixed retriever (BM25) has no tokenizer: the questions as given."""
+        if not self.dense:
+            return list(questions)
+        tokenizer = self.biencoder.tokenizer
+        return tokenizer.batch_decode(tokenizer(list(questions)).input_ids, skip_special_tokens=True)
+
     def generator_inputs(self, questions, doc_ids):
         """The generator's ``input_ids`` and ``attention_mask`` ``[B*K, S]``: ``title / text //
-        question`` for each question's K documents, question b in rows b*K .. b*K+K-1."""
+        question`` for each question's K documents, question b in rows b*K .. b*K+K-1 (the
+        question as :meth:`questions_as_read` gives it)."""
         from ragtutor.generation import combined_input
 
         sources = [combined_input(self.passages[i]["title"], self.passages[i]["text"], q)
-                   for q, row in zip(questions, doc_ids.tolist()) for i in row]
+                   for q, row in zip(self.questions_as_read(questions), doc_ids.tolist())
+                   for i in row]
         batch = self.generator_tokenizer(sources, padding=True, return_tensors="pt")
         if batch.input_ids.shape[1] > self.max_source_length:
             longest = int(batch.attention_mask.sum(1).argmax())
