@@ -18,6 +18,7 @@ import collections
 import csv
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -661,21 +662,23 @@ def main(argv=None):
     mode.add_argument("--check", action="store_true", help="rebuild in a temporary folder and compare")
     mode.add_argument("--stats", action="store_true", help="print the datasheet's tables (markdown)")
     args = parser.parse_args(argv)
+    # The folder the loaders read (ragtutor.data): RAGTUTOR_DATA_DIR when it is set.
+    out = Path(os.environ.get("RAGTUTOR_DATA_DIR") or OUT)
     if args.check:
-        differ = check()
+        differ = check(out)
         if differ:
-            print(f"{OUT} differs from a fresh build in: {', '.join(differ)}; "
+            print(f"{out} differs from a fresh build in: {', '.join(differ)}; "
                   "run `python data/build_kb.py` to rebuild", file=sys.stderr)
             return 1
-        print(f"{OUT}: identical to a fresh build ({len(DATA_FILES)} data files and {MANIFEST})")
+        print(f"{out}: identical to a fresh build ({len(DATA_FILES)} data files and {MANIFEST})")
         return 0
     records = build()
     if args.stats:
         print(stats(records))
         return 0
-    write(records)
+    write(records, out)
     print(f"wrote {len(records['passages'])} passages, {len(records['questions'])} questions and "
-          f"{len(records['entities'])} entities to {OUT}")
+          f"{len(records['entities'])} entities to {out}")
     return 0
 
 

@@ -100,8 +100,13 @@ def _parse(path_name, stamp, kind):
     if path.name not in checksums:
         _fail(path.parent / MANIFEST, f"it does not list {path.name}")
     data = _checked_bytes(path, checksums[path.name])
-    records = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        _fail(path, f"line {line} is not UTF-8 text (byte {data[err.start]:#04x})")
+    records, seen = [], {}
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
@@ -109,8 +114,34 @@ def _parse(path_name, stamp, kind):
         missing = [f for f in FIELDS[kind] if not isinstance(record, dict) or f not in record]
         if missing:
             _fail(path, f"line {number} lacks the field(s) {', '.join(missing)}")
+        problem = _record_problem(record, kind)
+        if problem:
+            _fail(path, f"line {number}: {problem}")
+        if record["id"] in seen:
+            _fail(path, f"line {number} repeats the id {record['id']!r} of line {seen[record['id']]}")
+        seen[record["id"]] = number
         records.append(record)
     return tuple(records)
+
+
+def _record_problem(record, kind):
+    """What is wrong with one record's fields (their types), or None."""
+    texts = {"passages": ("id", "title", "text", "entity_id", "domain", "aspect"),
+             "questions": ("id", "question", "entity_id", "entity", "domain", "relation",
+                           "passage_id", "split"),
+             "entities": ("id", "name", "domain", "split")}[kind]
+    for field in texts:
+        if not isinstance(record[field], str) or not record[field].strip():
+            return f"{field} must be a non-empty string, got {record[field]!r}"
+    if kind == "questions":
+        answers = record["answers"]
+        if not isinstance(answers, list) or not answers or not all(
+                isinstance(a, str) and a.strip() for a in answers):
+            return f"answers must be a non-empty list of strings, got {answers!r}"
+    if kind == "entities" and not (isinstance(record["facts"], dict)
+                                   and isinstance(record["answers"], dict)):
+        return "facts and answers must be objects"
+    return None
 
 
 def _load(name, kind, data_dir, as_dataset):

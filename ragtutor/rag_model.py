@@ -23,7 +23,7 @@ import torch
 from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_beam_search,
                           rag_token_nll, seq2seq_generator, teacher_forcing, thorough_decoding,
                           token_logprobs)
-from ragtutor.retrieval import check_texts
+from ragtutor.retrieval import check_texts, warn_unknown
 from ragtutor.train import train
 
 __all__ = ["RAGModel", "train_rag", "VARIANTS"]
@@ -165,10 +165,22 @@ class RAGModel(torch.nn.Module):
         """The top K passages for each question: ``(scores, ids)``, NumPy arrays ``[B, K]``, best
         first, with passage ids — the course's retriever contract. :meth:`forward` reads these
         passages, through :meth:`retrieve_rows`."""
+        self._flag_unknown(check_texts(questions))
         scores, rows = self.retrieve_rows(questions)
         ids = np.empty(tuple(rows.shape), dtype=object)
         ids[:] = [[self.passages[i]["id"] for i in row] for row in rows.tolist()]
         return scores.numpy(), ids
+
+    def _flag_unknown(self, questions):
+        """Warn (``UnknownQueryWarning``) about questions the question encoder reads as nothing but
+        unknown tokens: what comes back for them is a guess. A fixed retriever flags its own."""
+        if not self.dense:
+            return
+        tokenizer = self.biencoder.tokenizer
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        unknown = [i for i, ids in enumerate(tokenizer(list(questions)).input_ids)
+                   if all(t == tokenizer.unk_token_id for t in ids if t not in special)]
+        warn_unknown(questions, unknown, "the question encoder")
 
     def retrieve_rows(self, questions):
         """``(doc_scores [B, K], doc_ids [B, K])``: the top K passages (positions in ``passages``)
@@ -359,6 +371,7 @@ class RAGModel(torch.nn.Module):
         decoders: :func:`ragtutor.rag.rag_token_beam_search` (RAG-Token) or
         :func:`ragtutor.rag.thorough_decoding` (RAG-Sequence)."""
         questions = check_texts(questions)
+        self._flag_unknown(questions)
         for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size),
                             ("num_beams", num_beams)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -23,6 +23,7 @@ Also here: :func:`reciprocal_rank_fusion`, :class:`HybridRetriever` and
 """
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,7 +31,23 @@ import numpy as np
 from ragtutor.metrics import retrieval_scores
 
 __all__ = ["Retriever", "HybridRetriever", "reciprocal_rank_fusion", "evaluate_retriever",
-           "top_k", "check_queries", "check_texts", "check_k", "passage_text"]
+           "top_k", "check_queries", "check_texts", "check_k", "passage_text", "UnknownQueryWarning",
+           "warn_unknown"]
+
+
+class UnknownQueryWarning(UserWarning):
+    """A query has no word (or token) the model knows: its results are a guess, not an answer."""
+
+
+def warn_unknown(queries, unknown, who):
+    """Warn, naming them, about the ``unknown`` positions of ``queries`` (nothing when empty)."""
+    if unknown:
+        shown = ", ".join(f"[{i}] {queries[i]!r}" for i in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        warnings.warn(f"{len(unknown)} of {len(queries)} queries contain no word {who} knows "
+                      f"({shown}{more}): their results are arbitrary, not an answer. Rephrase them "
+                      "in words of the corpus, or treat them as unanswerable.",
+                      UnknownQueryWarning, stacklevel=3)
 
 
 def check_queries(queries):

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from ragtutor.retrieval import Retriever, _k_smallest, passage_text, top_k
+from ragtutor.retrieval import Retriever, _k_smallest, passage_text, top_k, warn_unknown
 from ragtutor.text import tokenize
 
 __all__ = ["BM25Retriever", "TfidfRetriever", "top_k"]
@@ -121,6 +121,9 @@ class _SparseRetriever(Retriever):
 
     def _scores_rows(self, queries, k):
         tokens = [self._tokenize_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+        warn_unknown(queries, [i for i, words in enumerate(tokens)
+                               if not any(w in self.vocabulary_ for w in words)],
+                     f"this {self._name}'s corpus")
         n_docs = self.index_.shape[1]
         batch = max(1, _MAX_BATCH_SCORES // n_docs)
         costs, ids = [], []

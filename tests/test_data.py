@@ -104,6 +104,41 @@ def test_bad_json_and_missing_fields_are_reported_with_the_line(kb_copy):
         data.load_questions("dev", data_dir=kb_copy)
 
 
+def _corrupt(kb_copy, name, content):
+    """Write ``content`` into ``name`` and re-sign the manifest, as a careless rebuild would."""
+    (kb_copy / name).write_bytes(content)
+    files = {n: (kb_copy / n).read_bytes() for n in FILES}
+    (kb_copy / "MANIFEST.sha256").write_text(
+        "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files)))
+
+
+def _question_line(**changes):
+    record = {**data.load_questions("dev")[0], **changes}
+    return (json.dumps(record) + "\n").encode()
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b'{"id": "a"}\n\xff\xfe\n', r"line 2 is not UTF-8 text"),
+    (_question_line(answers="Paris"), r"line 1: answers must be a non-empty list of strings"),
+    (_question_line(answers=[]), r"line 1: answers must be a non-empty list"),
+    (_question_line(question=""), r"line 1: question must be a non-empty string"),
+    (_question_line(passage_id=7), r"line 1: passage_id must be a non-empty string"),
+    (_question_line() + _question_line(), r"line 2 repeats the id"),
+])
+def test_malformed_records_are_reported_with_the_line_even_with_a_re_signed_manifest(
+        kb_copy, content, problem):
+    _corrupt(kb_copy, "questions_dev.jsonl", content)
+    with pytest.raises(data.KnowledgeBaseError, match=r"questions_dev\.jsonl: " + problem):
+        data.load_questions("dev", data_dir=kb_copy)
+
+
+def test_a_duplicate_passage_id_is_reported(kb_copy):
+    first = (kb_copy / "passages.jsonl").read_bytes().splitlines(keepends=True)[0]
+    _corrupt(kb_copy, "passages.jsonl", first + first)
+    with pytest.raises(data.KnowledgeBaseError, match=r"passages\.jsonl: line 2 repeats the id"):
+        data.load_passages(data_dir=kb_copy)
+
+
 # -- contents ----------------------------------------------------------------------------------
 
 def test_minimum_sizes(kb_files):
@@ -340,3 +375,13 @@ def test_counterfactuals_never_state_a_test_entitys_true_fact(counterfactuals):
                     assert f" {_fold(value)} " not in text, (x["id"], entity_id, relation, value)
             for value in answers["internet_domain"]:  # ".in" folds to the word "in": match verbatim
                 assert not re.search(re.escape(value) + r"\b", x["text"]), (x["id"], entity_id, value)
+
+
+def test_check_compares_the_folder_the_loaders_read(kb_copy, monkeypatch, capsys):
+    builder = _builder()
+    monkeypatch.setenv("RAGTUTOR_DATA_DIR", str(kb_copy))
+    assert builder.main(["--check"]) == 0
+    assert str(kb_copy) in capsys.readouterr().out
+    (kb_copy / "passages.jsonl").write_bytes(b"changed\n")
+    assert builder.main(["--check"]) == 1
+    assert "passages.jsonl" in capsys.readouterr().err

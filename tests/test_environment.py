@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from ragtutor import environment
+
 ROOT = Path(__file__).resolve().parents[1]
 CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
 PIN = re.compile(r"^\s*(?:-\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s#]+)\s*$")
@@ -77,3 +79,66 @@ def test_ci_runs_the_readme_test_command_in_a_fresh_environment():
     assert "-r requirements.txt -e ." in ci
     assert re.search(r"^pytest$", ci, re.M), ".ci/run must call the README's test command, `pytest`"
     assert "pytest" in readme
+
+
+# -- containers (Binder: 1 CPU, 2 GB, on a many-core host) -------------------------------------
+
+def _cgroup(tmp_path, version, cpu=None, memory=None, used=0):
+    """A fake cgroup folder: cpu as (quota, period) or None, memory in bytes or None."""
+    if version == 2:
+        (tmp_path / "cpu.max").write_text("max 100000\n" if cpu is None else f"{cpu[0]} {cpu[1]}\n")
+        (tmp_path / "memory.max").write_text("max\n" if memory is None else f"{memory}\n")
+        (tmp_path / "memory.current").write_text(f"{used}\n")
+    else:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "memory").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n" if cpu is None else f"{cpu[0]}\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(f"{cpu[1] if cpu else 100000}\n")
+        (tmp_path / "memory" / "memory.limit_in_bytes").write_text(
+            f"{memory if memory is not None else 9223372036854771712}\n")
+        (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{used}\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_cgroup_limits_are_read_in_both_versions(tmp_path, version):
+    root = _cgroup(tmp_path, version, cpu=(150000, 100000), memory=2 * 2**30, used=2**29)
+    assert environment.cgroup_cpus(root) == 2  # 1.5 CPUs, rounded up
+    assert environment.cgroup_memory(root) == (2 * 2**30, 2**29)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_no_limit_reads_as_none(tmp_path, version):
+    root = _cgroup(tmp_path, version)
+    assert environment.cgroup_cpus(root) is None and environment.cgroup_memory(root) is None
+    assert environment.cgroup_cpus(tmp_path / "missing") is None
+
+
+def test_a_binder_like_container_gets_its_threads_and_memory_from_the_limits(tmp_path):
+    import torch
+
+    root = _cgroup(tmp_path, 2, cpu=(100000, 100000), memory=2 * 2**30, used=int(1.2 * 2**30))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        report = environment.check_environment(verbose=False, cgroup_root=root)
+        assert report["threads"] == 1 == torch.get_num_threads() and report["cpus"] == 1
+    finally:
+        torch.set_num_threads(before)
+    assert report["memory_limit_gb"] == pytest.approx(2.0)
+    assert report["memory_gb"] == pytest.approx(0.8, abs=0.01)  # the limit minus what is in use
+    assert any("keep one chapter open at a time" in note for note in report["notes"])
+    assert any("only 0.8 GB of memory is free" in w for w in report["warnings"])
+
+
+def test_threads_are_never_raised_to_the_quota(tmp_path):
+    import torch
+
+    root = _cgroup(tmp_path, 2, cpu=(800000, 100000))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        environment.check_environment(verbose=False, cgroup_root=root)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

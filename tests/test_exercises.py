@@ -278,10 +278,38 @@ def exercises_cell():
     ([tagged(new_markdown_cell("The answer is 42."), "solution"), exercises_cell()],
      "must come after the cell tagged 'exercises'"),
     ([exercises_cell(), exercises_cell()], "tag only the cell where the exercises begin"),
+    # other spellings of a marker, anywhere
+    ([exercises_cell(), new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")],
+     "looks like a solution marker"),
+    ([exercises_cell(), tagged(new_code_cell("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n"
+                                             "### BEGIN SOLUTION\ny = 2\n### END SOLUTION"),
+                               "solution")], "looks like a solution marker"),
+    ([exercises_cell(), tagged(new_code_cell("# BEGIN_SOLUTION\nx = 1\n# END_SOLUTION"), "solution")],
+     "looks like a solution marker"),
+    ([exercises_cell(), new_markdown_cell("BEGIN SOLUTION\nThe answer is 42.\nEND SOLUTION")],
+     "in a markdown cell looks like a solution marker"),
+    ([exercises_cell(), nbformat.v4.new_raw_cell("# BEGIN SOLUTION\n42\n# END SOLUTION")],
+     "in a raw cell looks like a solution marker"),
+    # other spellings of the tag
+    ([exercises_cell(), tagged(new_code_cell("# BEGIN SOLUTION\nx = 1\n# END SOLUTION"), "Solution")],
+     "tag 'Solution' is not the tag 'solution'"),
+    ([exercises_cell(), tagged(new_markdown_cell("The answer is 42."), "solutions")],
+     "tag 'solutions' is not the tag 'solution'"),
+    # a marker inside a string leaves invalid Python behind
+    ([exercises_cell(), tagged(new_code_cell('def f():\n    """Doc\n    # BEGIN SOLUTION\n    """\n'
+                                             '    return 1\n    # END SOLUTION'), "solution")],
+     "is not valid Python"),
 ])
 def test_a_solution_that_could_leak_stops_the_build(cells, problem):
     with pytest.raises(ValueError, match=re.escape(problem)):
         student.student_copy(new_notebook(cells=cells), "chapter.ipynb")
+
+
+def test_an_invalid_notebook_file_is_named(tmp_path):
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"cells": "not a list", "nbformat": 4, "nbformat_minor": 5, "metadata": {}}')
+    with pytest.raises(ValueError, match=r"broken\.ipynb: not a valid notebook"):
+        student.build([broken], tmp_path / "out")
 
 
 def test_the_build_never_overwrites_instructor_notebooks(tmp_path):

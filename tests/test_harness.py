@@ -4,6 +4,7 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
 import tomllib
 import urllib.error
 import urllib.request
@@ -52,8 +53,10 @@ def test_connect_ex_raises_instead_of_returning_an_error_code():
 
 
 def test_libraries_pass_the_guards_error_on():
+    # Without the test run's dead proxy (which would refuse first), the guard itself answers.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with pytest.raises(urllib.error.URLError) as caught:
-        urllib.request.urlopen("http://example.com/", timeout=3)
+        direct.open("http://example.com/", timeout=3)
     assert isinstance(caught.value.reason, NetworkBlockedError)
 
 
@@ -156,3 +159,81 @@ def test_load_script_gives_a_training_scripts_recipe_without_running_it():
     assert callable(recipe.train_reader) and callable(recipe.main)
     with pytest.raises(FileNotFoundError, match="train_generation"):
         load_script("train_generator")
+
+
+# -- the guard's former holes ------------------------------------------------------------------
+
+@pytest.mark.parametrize("lookup, argument", [
+    (socket.gethostbyname, "example.com"), (socket.gethostbyname_ex, "example.com"),
+    (socket.gethostbyaddr, "192.0.2.1"), (_socket.gethostbyname, "example.com"),
+])
+def test_name_lookups_beyond_loopback_are_refused(lookup, argument):
+    with pytest.raises(NetworkBlockedError, match="run offline"):
+        lookup(argument)
+
+
+def test_loopback_names_still_resolve():
+    assert socket.gethostbyname("localhost").startswith("127.")
+
+
+@pytest.mark.parametrize("send", [
+    lambda sock: sock.sendto(b"x", OUTSIDE), lambda sock: sock.sendto(b"x", 0, OUTSIDE),
+    lambda sock: sock.sendmsg([b"x"], [], 0, OUTSIDE),
+])
+def test_udp_sends_beyond_loopback_are_refused(send):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, \
+            pytest.raises(NetworkBlockedError, match="192.0.2.1"):
+        send(sock)
+
+
+def test_udp_to_loopback_still_works():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        server.bind(("127.0.0.1", 0))
+        client.sendto(b"ping", server.getsockname())
+        assert server.recv(4) == b"ping"
+
+
+def test_a_raw_c_level_socket_is_guarded_too():
+    sock = _socket.socket()
+    try:
+        with pytest.raises(NetworkBlockedError):
+            sock.connect(OUTSIDE)
+    finally:
+        sock.close()
+
+
+def test_a_reloaded_socket_module_stays_guarded():
+    import importlib
+    code = textwrap.dedent("""
+        import importlib, socket
+        from ragtutor.tools import netguard
+        netguard.install()
+        importlib.reload(socket)
+        assert netguard.is_installed()
+        for attempt in (lambda: socket.create_connection(("192.0.2.1", 80), timeout=2),
+                        lambda: socket.gethostbyname("example.com")):
+            try:
+                attempt()
+            except netguard.NetworkBlockedError:
+                continue
+            raise SystemExit("not blocked after reload")
+        print("guarded")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "guarded", out.stderr
+    assert importlib  # (the reload runs in a child process: this one's socket module is untouched)
+
+
+def test_child_processes_get_proxy_variables_pointing_at_a_closed_loopback_port():
+    for name, value in netguard.PROXY_ENV.items():
+        assert os.environ.get(name) == value, name
+    # A Python started with -I skips sitecustomize; a client that honours the proxy fails at once.
+    code = ("import urllib.request\n"
+            "try:\n"
+            "    urllib.request.urlopen('http://example.com/', timeout=5)\n"
+            "except OSError as error:\n"
+            "    print('failed:', type(error).__name__)\n")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.startswith("failed:"), out.stdout + out.stderr

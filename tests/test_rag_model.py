@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,19 @@ def test_bad_input_gets_a_clear_error(parts):
         model_of(parts, variant="both")
     with pytest.raises(ValueError, match="non-empty string"):
         model(["What is the capital of France?"], [""])
+
+
+def test_a_question_of_unknown_tokens_only_is_flagged(parts):
+    from ragtutor.retrieval import UnknownQueryWarning
+
+    model = model_of(parts, n_docs=3)
+    with pytest.warns(UnknownQueryWarning, match=r"1 of 2 queries .*\[1\] '😀'"):
+        model.generate(["What is the capital of France?", "😀"], max_new_tokens=2)
+    with pytest.warns(UnknownQueryWarning, match="the question encoder"):
+        model.retrieve(["巴黎"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.retrieve(["What is the capital of France?"])
 
 
 def test_a_question_too_long_for_the_generator_is_refused(parts):

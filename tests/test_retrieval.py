@@ -16,6 +16,11 @@ from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
                                 reciprocal_rank_fusion, top_k)
 from ragtutor.sparse import BM25Retriever, TfidfRetriever
 
+# Random queries may share no word with a random corpus: their all-zero scores and ties by
+# lower id are part of what is tested here, so the warning that flags them (tested on its own
+# below) is expected, not a failure.
+pytestmark = pytest.mark.filterwarnings("ignore::ragtutor.retrieval.UnknownQueryWarning")
+
 N, N_NEW = 120, 8
 
 

@@ -1,4 +1,6 @@
 """BM25 and TF-IDF: equal to rank_bm25, bm25s and scikit-learn; search, ties, bad input."""
+import warnings
+
 import bm25s
 import numpy as np
 import pytest
@@ -8,8 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from ragtutor.retrieval import UnknownQueryWarning
 from ragtutor.sparse import BM25Retriever, TfidfRetriever, top_k
 from ragtutor.text import STOPWORDS, tokenize
+
+# Random queries may share no word with a random corpus: their all-zero scores and ties by
+# lower id are part of what is tested here, so the warning that flags them (tested on its own
+# below) is expected, not a failure.
+pytestmark = pytest.mark.filterwarnings("ignore::ragtutor.retrieval.UnknownQueryWarning")
 
 
 def random_corpus(seed, n_docs=120, n_queries=40):
@@ -254,3 +262,16 @@ def test_property_search_equals_top_k_of_every_score(corpus, queries, k, method)
 def test_parameters_that_are_not_finite_are_refused(options):
     with pytest.raises(ValueError, match="must be a finite number"):
         BM25Retriever(**options).fit(["a b", "b c"])
+
+
+
+@pytest.mark.parametrize("retriever", [BM25Retriever(), TfidfRetriever()])
+def test_a_query_with_no_word_of_the_corpus_is_flagged(retriever):
+    retriever.fit(["the cat sat on the mat", "a dog ran in the park"])
+    with pytest.warns(UnknownQueryWarning, match=r"1 of 3 queries contain no word .*\[1\] '巴黎'"):
+        retriever.search(["cat", "巴黎", "dog park"], 1)
+    with pytest.warns(UnknownQueryWarning, match="2 of 2"):
+        retriever.search(["zzz", ["qqq"]], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        retriever.search(["cat", "the dog"], 1)  # every query has a known word: no warning

@@ -9,19 +9,38 @@ mistaken for an ordinary "no internet" failure.
 Allowed: Unix sockets and other local families, 127.0.0.0/8, ::1 and the name "localhost" —
 Jupyter's own traffic and a test server on loopback keep working.
 
-What it patches: ``socket.socket.connect`` and ``connect_ex`` (every TCP client, synchronous or
-asyncio, ends there) and ``socket.getaddrinfo`` (so that a host name fails before any DNS query
-leaves the machine; ``socket.create_connection``, urllib, requests and httpx all resolve through
-it). Native code with its own sockets (libzmq, the Rust client of ``hf_xet``) is beyond its reach,
-which is why the test run also sets the Hugging Face offline variables.
+What it patches, both in ``socket`` and in the C module ``_socket`` beneath it (so that a
+``_socket.socket`` made directly, or a ``socket`` module reloaded after the guard was installed,
+is guarded too): ``connect``, ``connect_ex``, ``sendto`` and ``sendmsg`` of sockets (every TCP
+client, synchronous or asyncio, ends in ``connect``; UDP sends name their address), and the name
+look-ups ``getaddrinfo``, ``gethostbyname``, ``gethostbyname_ex`` and ``gethostbyaddr`` (so that a
+host name fails before any DNS query leaves the machine; ``socket.create_connection``, urllib,
+requests and httpx all resolve through ``getaddrinfo``).
+
+What it cannot reach, and what covers it instead: native code with its own sockets (libzmq, the
+Rust client of ``hf_xet``) — the test run sets the Hugging Face offline variables; child
+processes that skip ``sitecustomize`` (``python -I``, ``-E``, ``-S``) and programs that are not
+Python (``curl``, ``wget`` in a notebook's ``!`` cell) — the test run points the proxy variables
+(:data:`PROXY_ENV`) at a closed loopback port, so that every tool that honours them fails at once,
+loopback exempted.
 """
+import _socket
 import ipaddress
 import socket
 
-__all__ = ["NetworkBlockedError", "install", "uninstall", "is_installed"]
+__all__ = ["NetworkBlockedError", "PROXY_ENV", "install", "uninstall", "is_installed"]
 
-# The socket functions the guard replaced, so that uninstall() can put them back.
-_originals = {}
+# Proxy variables for the processes a test run starts: a closed loopback port (the discard port,
+# which nothing on a test machine serves), so that curl, wget, pip and any HTTP client that
+# honours them fail at once; loopback is exempt (Jupyter, local servers such as Milvus Lite).
+_DEAD_PROXY = "http://127.0.0.1:9"
+PROXY_ENV = {name: _DEAD_PROXY for name in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy",
+                                            "HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY")}
+PROXY_ENV.update(no_proxy="localhost,127.0.0.1,::1", NO_PROXY="localhost,127.0.0.1,::1")
+
+# What the guard replaced, as (module or class, attribute, original), so that uninstall() can put
+# every one back.
+_originals = []
 
 
 class NetworkBlockedError(ConnectionError):
@@ -69,43 +88,105 @@ def _check(sock, address):
         raise NetworkBlockedError(address[0], address[1])
 
 
-def _connect(sock, address):
-    _check(sock, address)
-    return _originals["connect"](sock, address)
+_C_SOCKET = _socket.socket  # the C type every Python socket class derives from
 
 
-def _connect_ex(sock, address):
-    # connect_ex reports refusals as an errno; the guard raises instead, so it is never silent.
-    _check(sock, address)
-    return _originals["connect_ex"](sock, address)
+class _GuardedSocket(_C_SOCKET):
+    """``_socket.socket`` with the guard's checks: what ``_socket.socket()`` makes while the guard
+    is installed, and the base of a ``socket.socket`` class defined after it (a reloaded module)."""
+
+    __slots__ = ()  # as the C type: socket.socket adds its own __weakref__ slot
+
+    def connect(self, address):
+        _check(self, address)
+        return _C_SOCKET.connect(self, address)
+
+    def connect_ex(self, address):
+        # connect_ex reports refusals as an errno; the guard raises instead, so it is never silent.
+        _check(self, address)
+        return _C_SOCKET.connect_ex(self, address)
+
+    def sendto(self, data, *args):
+        # sendto(data, address) or sendto(data, flags, address)
+        _check(self, args[-1])
+        return _C_SOCKET.sendto(self, data, *args)
+
+    def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+        if address is not None:
+            _check(self, address)
+            return _C_SOCKET.sendmsg(self, buffers, ancdata, flags, address)
+        return _C_SOCKET.sendmsg(self, buffers, ancdata, flags)
 
 
-def _getaddrinfo(host, port, *args, **kwargs):
+def _refuse_name(host, port=None):
     # An IP literal or None resolves without a query; any other name except localhost needs DNS.
     if host is not None and not _is_loopback(host) and _ip(host) is None:
         raise NetworkBlockedError(host, port)
-    return _originals["getaddrinfo"](host, port, *args, **kwargs)
+
+
+def _guarded_lookups(originals):
+    def getaddrinfo(host, port, *args, **kwargs):
+        _refuse_name(host, port)
+        return originals["getaddrinfo"](host, port, *args, **kwargs)
+
+    def gethostbyname(host):
+        _refuse_name(host)
+        return originals["gethostbyname"](host)
+
+    def gethostbyname_ex(host):
+        _refuse_name(host)
+        return originals["gethostbyname_ex"](host)
+
+    def gethostbyaddr(host):
+        # A reverse look-up of an address beyond loopback is a DNS query too.
+        if not _is_loopback(host):
+            raise NetworkBlockedError(host, None)
+        return originals["gethostbyaddr"](host)
+
+    return {"getaddrinfo": getaddrinfo, "gethostbyname": gethostbyname,
+            "gethostbyname_ex": gethostbyname_ex, "gethostbyaddr": gethostbyaddr}
+
+
+_LOOKUPS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr")
+_METHODS = ("connect", "connect_ex", "sendto", "sendmsg")
+
+
+def _replace(owner, name, value):
+    _originals.append((owner, name, owner.__dict__[name] if isinstance(owner, type)
+                       else getattr(owner, name)))
+    setattr(owner, name, value)
 
 
 def install():
     """Block connections beyond loopback in this process. Installing twice changes nothing."""
     if _originals:
         return
-    _originals.update(connect=socket.socket.connect, connect_ex=socket.socket.connect_ex,
-                      getaddrinfo=socket.getaddrinfo)
-    socket.socket.connect = _connect
-    socket.socket.connect_ex = _connect_ex
-    socket.getaddrinfo = _getaddrinfo
+    for module in (_socket, socket):
+        lookups = _guarded_lookups({name: getattr(module, name) for name in _LOOKUPS})
+        for name in _LOOKUPS:
+            _replace(module, name, lookups[name])
+    _replace(_socket, "socket", _GuardedSocket)
+    # socket.socket was defined on the original C type, before the guard: give it the checks.
+    for name in _METHODS:
+        if name in socket.socket.__dict__:
+            _originals.append((socket.socket, name, socket.socket.__dict__[name]))
+        else:
+            _originals.append((socket.socket, name, None))
+        setattr(socket.socket, name, _GuardedSocket.__dict__[name])
 
 
 def uninstall():
-    """Restore the socket functions that install() replaced."""
-    if not _originals:
-        return
-    socket.socket.connect = _originals.pop("connect")
-    socket.socket.connect_ex = _originals.pop("connect_ex")
-    socket.getaddrinfo = _originals.pop("getaddrinfo")
+    """Restore everything that install() replaced."""
+    while _originals:
+        owner, name, original = _originals.pop()
+        if original is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
 
 
 def is_installed():
-    return bool(_originals)
+    """True when the guard is in place — checked on the socket class in use now, so that a
+    ``socket`` module reloaded without the guard's base class reads as unguarded."""
+    return bool(_originals) and (socket.socket.connect is _GuardedSocket.connect
+                                 or issubclass(socket.socket, _GuardedSocket))

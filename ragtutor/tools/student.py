@@ -12,14 +12,18 @@ The convention (notebooks/README.md explains it to teachers):
   cell above that mentions an exercise number does;
 - a markdown cell tagged ``solution`` (a worked explanation) is left out.
 
-Anything else that looks like a solution (markers in an untagged cell, a tagged code cell
-without markers, a solution above the exercises) is an error, never a silent leak.
+Anything else that looks like a solution is an error, never a silent leak: markers in an untagged
+cell or in a markdown or raw cell, a marker in another spelling ("### BEGIN SOLUTION",
+"# BEGIN_SOLUTION"), a tag spelt otherwise ("Solution", "solutions"), a tagged code cell without
+markers, a solution above the exercises. Every code cell of a student copy must parse as Python
+(IPython's ``%`` and ``!`` lines allowed), and an invalid notebook file is reported by name.
 Student copies have no outputs. From the repository root:
 
     python -m ragtutor.tools.student                     # notebooks/*.ipynb -> student/
     python -m ragtutor.tools.student notebooks/01_sparse_retrieval.ipynb --out /tmp/class
 """
 import argparse
+import ast
 import copy
 import re
 from pathlib import Path
@@ -31,6 +35,8 @@ __all__ = ["SOLUTION_TAG", "EXERCISES_TAG", "exercises_start", "student_copy", "
 SOLUTION_TAG, EXERCISES_TAG = "solution", "exercises"
 _MARKER = re.compile(r"^(\s*)#\s*(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE)
 _EXERCISE_NUMBER = re.compile(r"\bExercise\s+(\d+\.\d+)")
+# Anything a person may have meant as a marker: other spellings, other comment styles.
+_LOOKALIKE = re.compile(r"\b(BEGIN|END)[\s_-]*SOLUTIONS?\b", re.IGNORECASE)
 
 
 def _tags(cell):
@@ -49,6 +55,33 @@ def exercises_start(nb, name="notebook"):
         raise ValueError(f"{name}: cells {starts} are all tagged '{EXERCISES_TAG}'; tag only the "
                          "cell where the exercises begin")
     return starts[0] if starts else None
+
+
+def _check_spelling(cell, where):
+    """Refuse markers and tags the builder would not recognise: they would leak a solution."""
+    odd_tags = [t for t in _tags(cell) if t != SOLUTION_TAG and t.casefold().rstrip("s") in
+                ("solution", "solution-cell", "solution_cell")]
+    if odd_tags:
+        raise ValueError(f"{where}: tag {odd_tags[0]!r} is not the tag '{SOLUTION_TAG}' (lower "
+                         "case, singular); the builder would leave this cell's solution in")
+    for line in cell.source.splitlines():
+        if _LOOKALIKE.search(line) and not (cell.cell_type == "code" and _MARKER.match(line)):
+            kind = "a code cell" if cell.cell_type == "code" else f"a {cell.cell_type} cell"
+            raise ValueError(f"{where}: {line.strip()!r} in {kind} looks like a solution marker "
+                             "the builder does not handle; write '# BEGIN SOLUTION' / "
+                             "'# END SOLUTION' on lines of their own in a code cell tagged "
+                             f"'{SOLUTION_TAG}' (a markdown solution: tag the whole cell)")
+
+
+def _check_parses(cell, where):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        ast.parse(TransformerManager().transform_cell(cell.source))
+    except SyntaxError as error:
+        raise ValueError(f"{where}: the student copy of this cell is not valid Python (line "
+                         f"{error.lineno}: {error.msg}); is a solution marker inside a string or "
+                         "a bracket?") from None
 
 
 def _stub(indent, label):
@@ -89,6 +122,8 @@ def student_copy(nb, name="notebook"):
         if cell.cell_type == "markdown" and _EXERCISE_NUMBER.search(cell.source):
             label = f"Exercise {_EXERCISE_NUMBER.findall(cell.source)[-1]}: "
         has_markers = any(_MARKER.match(line) for line in cell.source.splitlines())
+        if not (SOLUTION_TAG in tags and cell.cell_type == "markdown"):  # dropped whole
+            _check_spelling(cell, where)
         if SOLUTION_TAG in tags:
             if start is None or index < start:
                 raise ValueError(f"{where}: a solution must come after the cell tagged "
@@ -106,10 +141,23 @@ def student_copy(nb, name="notebook"):
             raise ValueError(f"{where}: has solution markers but is not tagged '{SOLUTION_TAG}'; "
                              "tag it, or its solution would reach the students")
         if cell.cell_type == "code":
+            _check_parses(cell, where)
             cell.outputs, cell.execution_count = [], None
             cell.metadata.pop("execution", None)  # JupyterLab's timing of the instructor's run
         student.cells.append(cell)
     return student
+
+
+def _read(path):
+    """The notebook at ``path``, validated; a file that is not a valid notebook is named."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except (OSError, ValueError, nbformat.ValidationError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a valid notebook ({first}); open it in Jupyter and save it, "
+                         "or restore it from git") from None
+    return nb
 
 
 def build(notebooks, out):
@@ -124,8 +172,7 @@ def build(notebooks, out):
             raise ValueError(f"{out} holds the instructor notebook {path.name}; write the student "
                              "copies to another folder (--out)")
     # Every notebook is converted before any is written, so a mistake leaves no partial build.
-    copies = {out / path.name: student_copy(nbformat.read(path, as_version=4), path.name)
-              for path in map(Path, notebooks)}
+    copies = {out / path.name: student_copy(_read(path), path.name) for path in map(Path, notebooks)}
     out.mkdir(parents=True, exist_ok=True)
     for target, nb in copies.items():
         nbformat.write(nb, target)

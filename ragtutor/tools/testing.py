@@ -9,6 +9,9 @@ What the plugin does for every test run:
   Python process pytest starts installs the guard too. nbval launches each notebook's kernel with
   this process's environment, so this is how the guard reaches the kernels — a plugin that only
   patches this process's sockets would not;
+- sets the proxy variables (``netguard.PROXY_ENV``) to a closed loopback port, loopback exempt, so
+  that what the guard cannot patch — ``curl`` or ``wget`` in a notebook's ``!`` cell, a Python
+  started with ``-I``, ``-E`` or ``-S`` — fails at once when it honours them;
 - under pytest-xdist (``-n``, as pyproject.toml asks), gives each worker one thread: it sets
   ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` to 1, which the notebook
   kernels it starts inherit, and calls ``torch.set_num_threads(1)`` in the worker itself. Two
@@ -50,7 +53,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
                                 "would run with the network open. Reinstall with: pip install -e .")
     paths = [str(SITE_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                if p and p != str(SITE_DIR)]
-    variables = {**OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(paths)}
+    variables = {**OFFLINE_ENV, **netguard.PROXY_ENV, "PYTHONPATH": os.pathsep.join(paths)}
     worker = os.environ.get("PYTEST_XDIST_WORKER") is not None
     if worker:
         variables.update(WORKER_THREAD_ENV)
