@@ -250,28 +250,44 @@ def _fake_element(e, aspect, pools, rng):
     raise ValueError(f"no counterfactual template for element aspect {aspect!r}")
 
 
-_CONSONANTS, _VOWELS = "bcdfghjklmnprstvwz", "aeiou"
+_CONSONANTS, _VOWELS = "bcdfghjklmnpqrstvwxyz", "aeiouy"
+_ONSETS = ["", "", "br", "dr", "gr", "kr", "pl", "st", "tr", "sk", "th", "ch", "sh", "qu", "zv"]
+
+
+def _syllable(rng):
+    onset = rng.choice(_ONSETS) or rng.choice(_CONSONANTS)
+    coda = rng.choice(_CONSONANTS) if rng.random() < 0.4 else ""
+    return onset + rng.choice(_VOWELS) + (rng.choice(_VOWELS) if rng.random() < 0.15 else "") + coda
 
 
 def invented_value(rng, like):
     """A made-up value shaped like ``like``: digits for digits ("79.904" -> "31.572"), a one- or
-    two-letter symbol for a symbol, else a capitalised word of random syllables ("Tobaruk")."""
+    two-letter symbol for a symbol, else one or two capitalised words of one to four random
+    syllables ("Skelvornith", "Port Quadzel"), so that a reader learns to copy what it has never
+    seen rather than a few familiar shapes."""
     if any(c.isdigit() for c in like):
-        return "".join(rng.choice("123456789") if c.isdigit() else c for c in like)
+        return "".join(rng.choice("0123456789") if c.isdigit() else c for c in like).lstrip("0") or "7"
     if len(like) <= 2:
         return rng.choice(_CONSONANTS.upper()) + (rng.choice(_CONSONANTS + _VOWELS) if len(like) == 2 else "")
-    word = "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 4)))
-    return word.capitalize() + (rng.choice(_CONSONANTS) if rng.random() < 0.5 else "")
+    two = rng.random() < 0.2
+    words = ["".join(_syllable(rng) for _ in range(rng.randint(1, 2 if two else 4))).capitalize()
+             for _ in range(2 if two else 1)]
+    return " ".join(w if len(w) > 2 else w + rng.choice(_VOWELS) + rng.choice(_CONSONANTS) for w in words)
 
 
-def _with_invented_value(text, answers, rng):
+def _with_invented_value(text, answers, rng, true_answers):
     """``text`` with its canonical answer replaced by an invented value: (text, [value]), or None
-    when the answer is not written out in the text."""
+    when the answer is not written out in the text. The value is drawn again until it differs
+    from the answer it replaces and from the entity's true answers, and is not in the text yet."""
     pattern = re.compile(r"(?<!\w)" + re.escape(answers[0]) + r"(?!\w)")
     if not pattern.search(text):
         return None
-    value = invented_value(rng, answers[0])
-    return pattern.sub(value, text), [value]
+    taken = {_fold(a) for a in [*answers, *true_answers]}
+    while True:
+        value = invented_value(rng, answers[0])
+        if _fold(value) not in taken and not re.search(r"(?<!\w)" + re.escape(value) + r"(?!\w)",
+                                                        text):
+            return pattern.sub(value, text), [value]
 
 
 def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5, typed=0.0, invented=0.0):
@@ -322,7 +338,8 @@ def iter_counterfactual_examples(entities, seed=0, mismatch_rate=0.5, typed=0.0,
         if invented:
             making = random.Random(f"{seed}/counterfactual-invented/{i}")
             if making.random() < invented:
-                text, answers = _with_invented_value(text, answers, making) or (text, answers)
+                text, answers = _with_invented_value(
+                    text, answers, making, e["answers"].get(relation, [])) or (text, answers)
         pid = f"counterfactual/{seed}/{i}"
         yield {"id": f"{pid}/{relation}", "question": question, "answers": answers,
                "entity_id": e["id"], "entity": e["name"], "domain": e["domain"], "relation": relation,
