@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = {
     "n_docs": 5,
-    "weak_start": {"weak_steps": 75, "lr": 1e-3, "batch_size": 16},
+    "weak_start": {"weak_steps": 48, "lr": 1e-3, "batch_size": 16},
     "joint": {"lr": 5e-4, "warmup": 20, "schedule": "linear", "steps": 600, "batch_size": 16,
               "eval_every": 50, "keep_best": "recall@1"},
     # Extra training questions per train question, asked as people type (PHRASINGS' train pool).
