@@ -158,3 +158,52 @@ def test_property_the_hybrid_ranks_by_fused_reciprocal_ranks(docs, data):
     fused = reciprocal_rank_fusion(rankings, len(docs), k=60)
     np.testing.assert_allclose(scores[0], np.sort(fused)[::-1][:n], rtol=1e-9)
     np.testing.assert_allclose(fused[ids[0]], scores[0], rtol=1e-9)
+
+
+# -- the dense retriever: search is the exact top k of q(x)·e(d), after any edit -----------------
+
+_VOCABULARY = ["capital", "currency", "france", "spain", "iron", "symbol", "paris", "euro", "of",
+               "the", "what", "is"]
+_DENSE = {}
+
+
+def _dense():
+    """One tiny random bi-encoder for every example (built once: hypothesis forbids per-example
+    fixtures), over passages made of the vocabulary."""
+    if not _DENSE:
+        import torch
+
+        from ragtutor.dense import BiEncoder, build_tokenizer
+        torch.manual_seed(0)
+        passages = [{"id": f"p{i}", "title": _VOCABULARY[i % 6],
+                     "text": " ".join(_VOCABULARY[i:] + _VOCABULARY[:i])}
+                    for i in range(len(_VOCABULARY))]
+        tokenizer = build_tokenizer(passages, [{"question": " ".join(_VOCABULARY)}])
+        _DENSE.update(encoder=BiEncoder.build(tokenizer, hidden_size=8, layers=1, heads=2,
+                                              intermediate_size=16, max_positions=64),
+                      passages=passages)
+    return _DENSE["encoder"], _DENSE["passages"]
+
+
+@given(st.lists(st.lists(st.sampled_from(_VOCABULARY), min_size=1, max_size=5).map(" ".join),
+                min_size=1, max_size=4),
+       st.sets(st.integers(0, len(_VOCABULARY) - 1), max_size=4), st.data())
+def test_property_dense_search_is_the_exact_top_k_after_deletes(questions, deleted, data):
+    from ragtutor.dense import DenseRetriever
+
+    encoder, passages = _dense()
+    retriever = DenseRetriever(encoder).fit(passages)
+    keep = [p for i, p in enumerate(passages) if i not in deleted]
+    assume(keep)
+    if deleted:
+        retriever.delete([passages[i]["id"] for i in sorted(deleted)])
+    k = data.draw(st.integers(1, len(keep)))
+    scores, ids = retriever.search(questions, k)
+    q = encoder.encode_questions(questions).astype(np.float64)
+    e = encoder.encode_passages(keep).astype(np.float64)
+    exact = q @ e.T
+    position = {p["id"]: i for i, p in enumerate(keep)}
+    for row, (s, i) in enumerate(zip(scores, ids)):
+        assert len(set(i.tolist())) == k and set(i.tolist()) <= set(position)
+        np.testing.assert_allclose(s, exact[row, [position[x] for x in i]], atol=1e-4)
+        np.testing.assert_allclose(s, np.sort(exact[row])[::-1][:k], atol=1e-4)
