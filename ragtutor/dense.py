@@ -42,6 +42,7 @@ from tokenizers import processors
 from transformers import AutoTokenizer, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
 from transformers.utils import logging as transformers_logging
 
+from ragtutor.checksums import verify_manifest, write_manifest
 from ragtutor.index import VectorIndex
 from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
                                 reciprocal_rank_fusion)
@@ -229,7 +230,8 @@ class BiEncoder(torch.nn.Module):
 
     # -- saving ---------------------------------------------------------------------------------
     def save_pretrained(self, folder):
-        """Write both encoders (safetensors), the tokenizer and ``biencoder.json`` to ``folder``.
+        """Write both encoders (safetensors), the tokenizer, ``biencoder.json`` and the folder's
+        checksums (``MANIFEST.sha256``, verified by :meth:`from_pretrained`) to ``folder``.
 
         Tied encoders are written as two DPR encoders with identical weights, each complete."""
         folder = Path(folder)
@@ -238,6 +240,7 @@ class BiEncoder(torch.nn.Module):
         self.tokenizer.save_pretrained(folder / "tokenizer")
         (folder / _CONFIG_FILE).write_text(
             json.dumps({"tied": self.tied, "pooling": self.pooling}, indent=2) + "\n")
+        write_manifest(folder)
 
     @classmethod
     def from_pretrained(cls, folder):
@@ -246,7 +249,11 @@ class BiEncoder(torch.nn.Module):
         if not (folder / _CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{folder / _CONFIG_FILE} is missing: is {folder} a folder "
                                     "written by BiEncoder.save_pretrained?")
+        verify_manifest(folder)  # folders saved before manifests existed load unchecked
         settings = json.loads((folder / _CONFIG_FILE).read_text())
+        if not isinstance(settings, dict) or set(settings) != {"tied", "pooling"}:
+            raise ValueError(f"{folder / _CONFIG_FILE} must hold exactly 'tied' and 'pooling', got "
+                             f"{settings!r}: save the bi-encoder again with save_pretrained")
         # Two small files load in milliseconds: no progress bars for them.
         bars = transformers_logging.is_progress_bar_enabled()
         transformers_logging.disable_progress_bar()

@@ -25,6 +25,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
+from ragtutor.checksums import verify_manifest
 from ragtutor.counterfactual import iter_counterfactual_examples
 from ragtutor.metrics import qa_scores
 from ragtutor.retrieval import check_texts
@@ -318,12 +319,14 @@ def load_checkpoint(name, folder=None):
 
     ``name`` is "reader" or "closed_book", a folder of ``folder`` (default :data:`CHECKPOINT_DIR`,
     ``checkpoints/`` in the repository) written by ``scripts/train_generation.py``. ``record`` is
-    its ``training.json``: command, seed, configuration, curves and the metrics reached.
+    its ``training.json``: command, seed, configuration, curves and the metrics reached. Every file
+    is checked against the folder's ``MANIFEST.sha256`` first (:mod:`ragtutor.checksums`).
     """
     path = Path(folder or CHECKPOINT_DIR) / name
     if not (path / "model.safetensors").is_file() or not (path / "training.json").is_file():
         raise FileNotFoundError(f"no complete checkpoint in {path}: run `python "
                                 "scripts/train_generation.py` from the repository root")
+    verify_manifest(path, required=True)  # a changed byte would give wrong answers, not an error
     model = BartForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     return model, tokenizer, json.loads((path / "training.json").read_text())

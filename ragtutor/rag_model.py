@@ -23,6 +23,7 @@ import torch
 from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_beam_search,
                           rag_token_nll, seq2seq_generator, teacher_forcing, thorough_decoding,
                           token_logprobs)
+from ragtutor.checksums import verify_manifest, write_manifest
 from ragtutor.retrieval import check_texts, warn_unknown
 from ragtutor.train import train
 
@@ -466,7 +467,8 @@ class RAGModel(torch.nn.Module):
     def save_pretrained(self, folder):
         """Write the whole model to ``folder``: ``retriever/`` (the bi-encoder), ``generator/``
         (model and tokenizer), ``passages.jsonl``, ``passage_vectors.npy`` (the index's vectors)
-        and ``rag.json`` (K, the variant, what trains)."""
+        and ``rag.json`` (K, the variant, what trains), with the folder's checksums
+        (``MANIFEST.sha256``, verified by :meth:`from_pretrained`)."""
         if not self.dense:
             raise ValueError("only a RAGModel with a dense retriever can be saved; a fixed "
                              "retriever such as BM25 is rebuilt from the passages in seconds")
@@ -485,6 +487,7 @@ class RAGModel(torch.nn.Module):
                     "train_context_encoder": self.train_context_encoder,
                     "freeze_question_embeddings": self.freeze_question_embeddings}
         (folder / _RAG_CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        write_manifest(folder)
 
     @classmethod
     def from_pretrained(cls, folder, **overrides):
@@ -498,6 +501,7 @@ class RAGModel(torch.nn.Module):
         if not (folder / _RAG_CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{folder / _RAG_CONFIG_FILE} is missing: is {folder} a folder "
                                     "written by RAGModel.save_pretrained?")
+        verify_manifest(folder)  # folders saved before manifests existed load unchecked
         settings = {**json.loads((folder / _RAG_CONFIG_FILE).read_text()), **overrides}
         with open(folder / "passages.jsonl", encoding="utf-8") as f:
             passages = [json.loads(line) for line in f]

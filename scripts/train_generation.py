@@ -34,6 +34,7 @@ from ragtutor.data import load_entities, load_passages, load_questions
 from ragtutor.generation import (build_seq2seq, closed_book_batches, closed_book_questions,
                                  evaluate_qa, max_combined_length, reader_batches, reader_sources,
                                  train_seq2seq, train_tokenizer)
+from ragtutor.checksums import write_manifest
 from ragtutor.counterfactual import counterfactual_examples
 from ragtutor.metrics import normalize_answer
 
@@ -218,6 +219,7 @@ def main(argv=None):
         folder.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        write_manifest(folder)  # load_checkpoint verifies every file against it
         entry = record(config, args.threads, tokenizer, longest, model, history, metrics, seconds,
                        argv, args.stop_after)
         (folder / "training.json").write_text(json.dumps(entry, indent=1) + "\n")

@@ -1,0 +1,87 @@
+"""Checksums of saved model folders: a changed, truncated or swapped file is caught on load.
+
+A model folder (a chapter's checkpoint, or anything ``save_pretrained`` wrote) holds a
+``MANIFEST.sha256`` beside its files, one ``<sha256>  <relative path>`` line per file, in the
+format of ``sha256sum`` and of the knowledge base's manifest. Loading verifies every file listed
+and that no file the model needs is unlisted, and names the file at fault and the command that
+writes the folder again. Without this, one flipped byte in a weight file gives wrong answers, not
+an error. ``training.json`` is a record of how the model was made, not part of the model, so it
+is left out (the training scripts write it after the model).
+"""
+import hashlib
+from pathlib import Path
+
+__all__ = ["MANIFEST", "ChecksumError", "write_manifest", "verify_manifest", "REMEDIES"]
+
+MANIFEST = "MANIFEST.sha256"
+_NOT_LISTED = {MANIFEST, "training.json"}
+# The command that writes each of the course's checkpoints again (from the repository root).
+REMEDIES = {"retriever": "python scripts/train_retriever.py",
+            "reader": "python scripts/train_generation.py",
+            "closed_book": "python scripts/train_generation.py",
+            "rag_token": "python scripts/train_rag.py --variant token",
+            "rag_sequence": "python scripts/train_rag.py --variant sequence"}
+
+
+class ChecksumError(RuntimeError):
+    """A model folder's file is missing, changed or unlisted; the message says how to restore it."""
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name not in _NOT_LISTED)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder):
+    """Write ``folder/MANIFEST.sha256`` for every file below ``folder`` (nested manifests and
+    ``training.json`` excepted); returns the paths listed."""
+    folder = Path(folder)
+    names = _files(folder)
+    (folder / MANIFEST).write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
+    return names
+
+
+def _remedy(folder):
+    command = REMEDIES.get(Path(folder).name)
+    how = f"write it again with `{command}`" if command else "save the model again"
+    return f"{how}, or restore the folder from git (`git checkout -- {folder}`)"
+
+
+def verify_manifest(folder, required=False):
+    """Check every file of ``folder`` against its manifest; return the verified paths.
+
+    Without a manifest: an error when ``required`` (the course's own checkpoints always have one),
+    else nothing is checked and None is returned (a folder saved before manifests existed).
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        if required:
+            raise ChecksumError(f"{path} is missing, so {folder} cannot be verified: "
+                                f"{_remedy(folder)}")
+        return None
+    listed = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not name:
+            raise ChecksumError(f"{path}: line {number} is not '<sha256>  <path>': {_remedy(folder)}")
+        listed[name] = digest
+    for name, digest in listed.items():
+        if not (folder / name).is_file():
+            raise ChecksumError(f"{folder / name} is missing: {_remedy(folder)}")
+        if _sha256(folder / name) != digest:
+            raise ChecksumError(f"{folder / name} does not match its checksum in {path} (the file "
+                                f"was changed, truncated or replaced): {_remedy(folder)}")
+    unlisted = sorted(set(_files(folder)) - listed.keys())
+    if unlisted:
+        raise ChecksumError(f"{folder / unlisted[0]} is not in {path}: a file was added or swapped "
+                            f"in; {_remedy(folder)}")
+    return sorted(listed)
