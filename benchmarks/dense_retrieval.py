@@ -46,14 +46,24 @@ RESULTS_JSON = ROOT / "benchmarks" / "dense_results.json"
 BEGIN, END = "<!-- dense:begin -->", "<!-- dense:end -->"
 
 
-# name -> the options of scripts/train_retriever.py that make the variant (None: the checkpoint)
+# name -> (the options of scripts/train_retriever.py that make the variant, the configuration
+# they change: {section: {key: value}}, "" the top level); None: the checkpoint itself
 VARIANTS = {
     "recipe: tied, first token, 1 hard negative": None,
-    "no hard negative": ["--hard-negatives", "0"],
-    "separate encoders": ["--separate"],
-    "mean pooling": ["--pooling", "mean"],
-    "no counterfactual examples": ["--counterfactual", "0"],
+    "no hard negative": (["--hard-negatives", "0"], {"training": {"hard_negatives": 0}}),
+    "separate encoders": (["--separate"], {"model": {"tied": False}}),
+    "mean pooling": (["--pooling", "mean"], {"model": {"pooling": "mean"}}),
+    "no counterfactual examples": (["--counterfactual", "0"], {"": {"counterfactual_examples": 0}}),
 }
+
+
+def variant_config(recipe_config, changes):
+    """The configuration a variant trains with: the recipe's, with ``changes`` applied."""
+    config = json.loads(json.dumps(recipe_config))
+    for section, values in changes.items():
+        (config[section] if section else config).update(values)
+    return config
+
 
 # The synthetic vectors and the knobs swept (the same as in chapter 02).
 N_VECTORS, DIM, N_CENTRES, NOISE, N_QUERIES, K = 100_000, 64, 1_000, 1.2, 1_000, 10
@@ -106,17 +116,19 @@ def index_sweep():
 
 def recipe_ablations(previous, save):
     """Train every variant and return the records. A variant already in ``previous`` (the last
-    results) with the same options is kept rather than retrained, and ``save(records)`` runs after
+    results) trained with the same configuration is kept rather than retrained, and ``save(records)`` runs after
     each variant, so a long run that is stopped resumes where it stopped."""
     recipe = json.loads((CHECKPOINT / "training.json").read_text())
     records = {}
-    for name, options in VARIANTS.items():
-        if options is None:
+    for name, variant in VARIANTS.items():
+        if variant is None:
             records[name] = recipe
             continue
+        options, changes = variant
         done = previous.get(name)
-        if done and done["command"].split()[len(done["command"].split()) - len(options):] == options \
-                and done["config"]["training"]["steps"] == recipe["config"]["training"]["steps"]:
+        # Kept only when trained with exactly the recipe's configuration but for the variant's
+        # change (a retrained checkpoint with a new recipe retrains every variant).
+        if done and done["config"] == variant_config(recipe["config"], changes):
             records[name] = done
             continue
         with tempfile.TemporaryDirectory() as folder:
@@ -137,13 +149,16 @@ def notebook_timing():
 
 def recipe_table(records):
     lines = ["| variant | dev R@1 | dev R@1, mismatch | dev R@20 | dev MRR | test R@1 | test R@1, "
-             "mismatch | loss at the end | training time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "mismatch | dev R@1, new phrasings | dev R@1, typed | loss at the end | training time |",
+             "|" + " --- |" * 11]
     for name, r in records.items():
-        dev, test = r["metrics"]["dev"], r["metrics"]["test"]
+        m = r["metrics"]
+        dev, test = m["dev"], m["test"]
+        other = [f"{m[key]['all']['recall@1']:.4f}" if key in m else "—" for key in ("dev_new", "dev_typed")]
         lines.append(f"| {name} | {dev['all']['recall@1']:.4f} | {dev['mismatch']['recall@1']:.4f} | "
                      f"{dev['all']['recall@20']:.4f} | {dev['all']['mrr']:.4f} | "
                      f"{test['all']['recall@1']:.4f} | {test['mismatch']['recall@1']:.4f} | "
+                     f"{' | '.join(other)} | "
                      f"{r['history']['loss'][-1]:.3f} | {r['train_seconds'] / 60:.1f} min |")
     return "\n".join(lines)
 
@@ -151,10 +166,12 @@ def recipe_table(records):
 def quality_table(recipe):
     lines = ["| split | subset | questions | retriever | R@1 | R@5 | R@20 | MRR |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for split in ("dev", "test"):
+    for split in ("dev", "test", "dev_new", "test_new", "dev_typed"):
         for subset in ("all", "mismatch"):
             for name, rows in (("BM25", recipe["bm25"]), ("dense", recipe["metrics"]),
                                ("hybrid (RRF, k = 60, top 20 of each)", recipe["hybrid"])):
+                if subset not in rows.get(split, {}):
+                    continue
                 row = rows[split][subset]
                 lines.append(f"| {split} | {subset} | {row['n']} | {name} | {row['recall@1']:.4f} | "
                              f"{row['recall@5']:.4f} | {row['recall@20']:.4f} | {row['mrr']:.4f} |")

@@ -1,13 +1,14 @@
 """Chapter 05's live joint run across starting points and seeds: how weak may the start be?
 
     python benchmarks/joint_training.py                  # -> benchmarks/joint_results.json
-    python benchmarks/joint_training.py --weak-steps 75 --seeds 0 --out /tmp/j.json
+    python benchmarks/joint_training.py --weak-steps 48 --seeds 0 --out /tmp/j.json
 
 For each number of labelled warm-up steps (``--weak-steps``; 0 is the cold start) and each seed,
 the question encoder starts as in ``scripts/train_rag.py`` — chapter 02's frozen passage index,
-fresh question-encoder layers, that many labelled steps against the index — and is then trained
-exactly as in chapter 05's live run: RAG-Token, K = 5, chapter 03's reader frozen, no retrieval
-labels, 200 steps of batch 16 at lr 5e-4 (20 warm-up steps, then constant), one thread. Every 50
+fresh question-encoder layers, that many labelled steps against the index (each seed its own
+start) — and is then trained exactly as in chapter 05's live run: RAG-Token, K = 5, chapter 03's
+reader frozen, no retrieval labels, 200 steps of batch 16 at lr 5e-4 (20 warm-up steps, then
+constant), one thread, on the train questions and two typed wordings of each. Every 50
 steps it is evaluated on every third dev question (exact match, Recall@1, Recall@5). The notebook
 takes its asserted margins and its start-strength figure from the JSON this writes.
 
@@ -34,12 +35,23 @@ from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_enco
 from ragtutor.generation import combined_input, evaluate_qa, load_checkpoint, reader_sources
 from ragtutor.rag_model import VARIANTS, RAGModel, train_rag
 from ragtutor.sparse import BM25Retriever
-from ragtutor.tools.records import versions, write_section
+from ragtutor.templates import training_phrasings
+from ragtutor.data import load_entities
+from ragtutor.tools.records import load_script, versions, write_section
 
 
 ROOT = Path(__file__).resolve().parents[1]
 LIVE_RUN = {"variant": "token", "n_docs": 5, "steps": 200, "lr": 5e-4, "warmup": 20,
-            "batch_size": 16, "eval_every": 50, "dev": "every third dev question"}
+            "batch_size": 16, "eval_every": 50, "dev": "every third dev question",
+            "train": "the train questions and two typed wordings of each (as scripts/train_rag.py)"}
+RECIPE = load_script("train_rag").CONFIG  # the checkpoints' weak start and typed wordings
+
+
+def training_questions():
+    """The train questions and, as in ``scripts/train_rag.py``, typed wordings of each."""
+    train = load_questions("train")
+    return train + training_phrasings(train, load_entities(), RECIPE["typed_per_train_question"],
+                                      seed=0)
 
 
 def make_start(retriever, passages, train, weak_steps, seed):
@@ -111,15 +123,16 @@ def report(path, passages, test, retriever, weak, reader, tokenizer):
              "### The table: test questions (538, entities never seen in training)", "",
              "K = 5; chapter 03's reader, frozen, reads every passage. The joint rows are the saved "
              "seed of `scripts/train_rag.py`: chapter 02's frozen index, a question encoder with "
-             "fresh layers given 75 labelled steps (the weak start), then 600 joint steps with no "
-             "retrieval labels.", "",
+             f"fresh layers given {RECIPE['weak_start']['weak_steps']} labelled steps (the weak "
+             f"start), then {RECIPE['joint']['steps']} joint steps with no retrieval labels.", "",
              "| model | variant | EM | F1 | R@1 | R@5 |", "| --- | --- | --- | --- | --- | --- |"]
     for name, by_variant in rows.items():
         for variant, r in by_variant.items():
             lines.append(f"| {name} | {variant or '—'} | {cell(r, 'em')} | {cell(r, 'f1')} | "
                          f"{cell(r, 'recall@1')} | {cell(r, 'recall@5')} |")
     lines += ["", "### The checkpoints across seeds", "",
-              "`python scripts/train_rag.py`: each seed makes its own weak start and joint run; the "
+              "`python scripts/train_rag.py`: every seed starts from the same weak start and makes "
+              "its own joint run; the "
               "weights with the best dev Recall@1 (every third dev question, every 50 steps) are "
               "kept. Test metrics on all 538 questions.", "",
               "| variant | seed | weak start: test EM | R@1 | R@5 | joint: test EM | R@1 | R@5 | "
@@ -133,8 +146,9 @@ def report(path, passages, test, retriever, weak, reader, tokenizer):
                          f"{run['train_seconds']:.0f} s |")
     lines += ["", "### How weak may the start be? The live run across starts and seeds", "",
               "Chapter 05's live run (RAG-Token, 200 steps, lr 5e-4, no retrieval labels) from "
-              "question encoders given 0 (cold) to 100 labelled steps; dev = every third dev "
-              "question (174).", "",
+              "question encoders given 0 (cold) to "
+              f"{max(r['weak_steps'] for r in measured['runs'])} labelled steps, each with its "
+              "own seed; dev = every third dev question (174).", "",
               "| labelled steps | seed | dev R@1 at start | R@5 at start | R@1 after 200 steps | "
               "R@5 after | EM at start | EM after |", "|" + " --- |" * 8]
     for run in measured["runs"]:
@@ -149,7 +163,7 @@ def report(path, passages, test, retriever, weak, reader, tokenizer):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weak-steps", type=int, nargs="+", default=[0, 25, 50, 75, 100])
+    parser.add_argument("--weak-steps", type=int, nargs="+", default=[0, 40, 48, 56, 64, 72])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "joint_results.json")
     parser.add_argument("--report", action="store_true",
@@ -157,11 +171,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     passages = load_passages()
-    train, dev = load_questions("train"), load_questions("dev")
+    train, dev = training_questions(), load_questions("dev")
     retriever = BiEncoder.from_pretrained(ROOT / "checkpoints" / "retriever")
     reader, tokenizer, _ = load_checkpoint("reader")
     if args.report:
-        weak = make_start(retriever, passages, train, weak_steps=75, seed=0)
+        w = RECIPE["weak_start"]
+        weak = make_start(retriever, passages, train, weak_steps=w["weak_steps"], seed=w["seed"])
         report(args.out, passages, load_questions("test"), retriever, weak, reader, tokenizer)
         return
     runs, began = [], time.perf_counter()

@@ -264,7 +264,9 @@ def invented_value(rng, like):
     """A made-up value shaped like ``like``: digits for digits ("79.904" -> "31.572"), a one- or
     two-letter symbol for a symbol, else one or two capitalised words of one to four random
     syllables ("Skelvornith", "Port Quadzel"), so that a reader learns to copy what it has never
-    seen rather than a few familiar shapes."""
+    seen rather than a few familiar shapes. Half the time a one-word value keeps the last three
+    letters of ``like`` ("Andorran" -> "Skelvorran"), so made-up demonyms and place names also
+    end the way real ones do."""
     if any(c.isdigit() for c in like):
         return "".join(rng.choice("0123456789") if c.isdigit() else c for c in like).lstrip("0") or "7"
     if len(like) <= 2:
@@ -272,7 +274,10 @@ def invented_value(rng, like):
     two = rng.random() < 0.2
     words = ["".join(_syllable(rng) for _ in range(rng.randint(1, 2 if two else 4))).capitalize()
              for _ in range(2 if two else 1)]
-    return " ".join(w if len(w) > 2 else w + rng.choice(_VOWELS) + rng.choice(_CONSONANTS) for w in words)
+    words = [w if len(w) > 2 else w + rng.choice(_VOWELS) + rng.choice(_CONSONANTS) for w in words]
+    if not two and len(like) > 4 and like[-3:].isalpha() and like[-3:].islower() and rng.random() < 0.5:
+        words = [words[0] + like[-3:]]
+    return " ".join(words)
 
 
 def _with_invented_value(text, answers, rng, true_answers):

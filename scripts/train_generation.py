@@ -51,7 +51,7 @@ CONFIG = {
     "invented": 0.6,
     "model": {"d_model": 64, "layers": 3, "heads": 4, "ffn_dim": 128, "max_positions": 128,
               "tie_embeddings": True},
-    "reader": {"batch_size": 64, "lr": 2e-3, "warmup": 300, "steps": 8000, "eval_every": 500},
+    "reader": {"batch_size": 64, "lr": 2e-3, "warmup": 300, "steps": 10000, "eval_every": 500},
     "closed_book": {"batch_size": 64, "lr": 2e-3, "warmup": 300, "steps": 1500, "eval_every": 250},
 }
 
