@@ -35,8 +35,6 @@ from ragtutor.dense import BiEncoder, cold_question_encoder, train_question_enco
 from ragtutor.generation import combined_input, evaluate_qa, load_checkpoint, reader_sources
 from ragtutor.rag_model import VARIANTS, RAGModel, train_rag
 from ragtutor.sparse import BM25Retriever
-from ragtutor.templates import training_phrasings
-from ragtutor.data import load_entities
 from ragtutor.tools.records import load_script, versions, write_section
 
 
@@ -44,14 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 LIVE_RUN = {"variant": "token", "n_docs": 5, "steps": 200, "lr": 5e-4, "warmup": 20,
             "batch_size": 16, "eval_every": 50, "dev": "every third dev question",
             "train": "the train questions and two typed wordings of each (as scripts/train_rag.py)"}
-RECIPE = load_script("train_rag").CONFIG  # the checkpoints' weak start and typed wordings
+RECIPE_SCRIPT = load_script("train_rag")
+RECIPE = RECIPE_SCRIPT.CONFIG  # the checkpoints' weak start and typed wordings
 
 
 def training_questions():
     """The train questions and, as in ``scripts/train_rag.py``, typed wordings of each."""
-    train = load_questions("train")
-    return train + training_phrasings(train, load_entities(), RECIPE["typed_per_train_question"],
-                                      seed=0)
+    return RECIPE_SCRIPT.typed_training_questions(load_questions("train"))
 
 
 def make_start(retriever, passages, train, weak_steps, seed):

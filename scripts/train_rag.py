@@ -61,6 +61,14 @@ def set_name(split, phrasing):
     return split if phrasing == "seen" else f"{split}_{phrasing}"
 
 
+def typed_training_questions(train, config=CONFIG):
+    """The train questions and ``typed_per_train_question`` typed wordings of each (the training
+    phrasing pool, ``ragtutor.templates.training_phrasings``): what the weak start and joint
+    training learn from."""
+    return train + training_phrasings(train, load_entities(), config["typed_per_train_question"],
+                                      seed=0)
+
+
 def weak_start(retriever, passages, train, config=CONFIG):
     """Chapter 02's bi-encoder with a fresh question encoder given ``weak_steps`` labelled steps
     (chapter 05 makes the same one)."""
@@ -129,8 +137,7 @@ def main(argv=None):
     passages = load_passages()
     splits = {set_name(split, phrasing): load_questions(split, phrasing=phrasing)
               for split, phrasing in (("train", "seen"), *SETS)}
-    splits["train_typed"] = splits["train"] + training_phrasings(
-        splits["train"], load_entities(), config["typed_per_train_question"], seed=0)
+    splits["train_typed"] = typed_training_questions(splits["train"], config)
     retriever = BiEncoder.from_pretrained(args.start_from / "retriever")
     reader, tokenizer, _ = load_checkpoint("reader", args.start_from)
     for variant in args.variant:
