@@ -320,16 +320,31 @@ def test_the_build_never_overwrites_instructor_notebooks(tmp_path):
     assert chapter.read_bytes() == FIXTURE.read_bytes()
 
 
-def test_a_student_copy_runs_up_to_its_exercises():
+def test_every_student_copy_equals_its_chapter_up_to_the_exercises():
+    """Static: up to the cell tagged 'exercises', a student copy's code is the instructor's,
+    cell for cell (the instructor notebooks run under nbval, so that code runs without error)."""
+    for path in CHAPTERS:
+        instructor = nbformat.read(path, as_version=4)
+        copy = student.student_copy(instructor, path.name)
+        start = student.exercises_start(instructor, path.name)
+        assert student.exercises_start(copy, path.name) == start, path.name
+        for i, (mine, theirs) in enumerate(zip(instructor.cells[:start], copy.cells[:start])):
+            assert (theirs.cell_type, theirs.source) == (mine.cell_type, mine.source), (
+                f"{path.name}, cell {i}: the student copy differs from the chapter before its "
+                "exercises")
+
+
+def test_a_student_copy_runs_up_to_its_exercises(tmp_path):
     """Chapter 00's student copy (the fixture's while there is no chapter 00), in a fresh kernel
-    in the chapter's folder, runs without error up to the cell where its exercises begin."""
+    in a folder outside the repository, runs without error up to the cell where its exercises
+    begin: a learner's copy needs the installed package, not the repository's layout."""
     source = ROOT / "notebooks" / "00_welcome.ipynb"
     source = source if source.exists() else FIXTURE
     nb = student.student_copy(nbformat.read(source, as_version=4), source.name)
     start = student.exercises_start(nb, source.name)
     assert start is not None, f"{source.name} has no cell tagged '{student.EXERCISES_TAG}'"
     nb.cells = nb.cells[:start]
-    CurrentEnvNotebookClient(nb, resources={"metadata": {"path": str(source.parent)}},
+    CurrentEnvNotebookClient(nb, resources={"metadata": {"path": str(tmp_path)}},
                              timeout=600).execute()
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code and all(cell.execution_count for cell in code)
