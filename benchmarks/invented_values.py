@@ -11,43 +11,15 @@ match is against the invented value. Prints the figure and its 95% bootstrap int
 them to the invented-values section of ``benchmarks/RESULTS.md`` (not with ``--folder``).
 """
 import argparse
-import json
-import random
-import re
 from pathlib import Path
 
 from ragtutor import data
 from ragtutor.generation import combined_input, generate_answers, load_checkpoint
 from ragtutor.metrics import bootstrap_interval, exact_match
+from ragtutor.reading import edited_passages
 from ragtutor.tools.records import machine, write_section
 
 RESULTS_MD = Path(__file__).resolve().parents[1] / "benchmarks" / "RESULTS.md"
-
-RELATIONS = ("capital", "currency", "demonym", "symbol")
-SYLLABLES = ["vel", "mar", "osk", "tru", "bani", "zor", "quel", "dra", "ith", "nox", "pel", "vash",
-             "orn", "kel", "umb", "rast", "yev", "gol", "fen", "tiq"]
-
-
-def known_words():
-    words = set()
-    texts = [p["title"] + " " + p["text"] for p in data.load_passages()]
-    texts += [json.dumps(e, ensure_ascii=False) for e in data.load_entities()]
-    texts += [q["question"] for s in data.SPLITS for q in data.load_questions(s)]
-    for text in texts:
-        words.update(w.lower() for w in re.findall(r"\w+", text))
-    return words
-
-
-def invent(rng, relation, known):
-    while True:
-        if relation == "symbol":
-            value = rng.choice("BCDFGHJKLMNPQRSTVWXZ") + rng.choice("qxzjvw")
-        else:
-            value = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
-            if relation == "demonym":
-                value += rng.choice(["ian", "ese", "ic"])
-        if value.lower() not in known:
-            return value
 
 
 def main(argv=None):
@@ -55,19 +27,9 @@ def main(argv=None):
     parser.add_argument("--folder", type=Path, default=None, help="parent of reader/ (default checkpoints/)")
     args = parser.parse_args(argv)
     model, tokenizer, _ = load_checkpoint("reader", args.folder)
-    passages = {p["id"]: p for p in data.load_passages()}
-    known, rng = known_words(), random.Random(0)
-    sources, targets = [], []
-    for q in data.load_questions("test"):
-        if q["relation"] not in RELATIONS or q["id"].endswith("/1"):
-            continue
-        gold = passages[q["passage_id"]]
-        pattern = re.compile(r"\b" + re.escape(q["answers"][0]) + r"\b")
-        if not pattern.search(gold["text"]):
-            continue
-        value = invent(rng, q["relation"], known)
-        sources.append(combined_input(gold["title"], pattern.sub(value, gold["text"]), q["question"]))
-        targets.append(value)
+    cases = edited_passages(data.load_questions("test"), data.load_passages(), seed=0)
+    sources = [combined_input(c["title"], c["text"], c["question"]["question"]) for c in cases]
+    targets = [c["answer"] for c in cases]
     predictions = generate_answers(model, tokenizer, sources)
     hits = [float(exact_match(p, [t])) for p, t in zip(predictions, targets)]
     low, high = bootstrap_interval(hits)
