@@ -20,7 +20,9 @@ REMEDIES = {"retriever": "python scripts/train_retriever.py",
             "reader": "python scripts/train_generation.py",
             "closed_book": "python scripts/train_generation.py",
             "rag_token": "python scripts/train_rag.py --variant token",
-            "rag_sequence": "python scripts/train_rag.py --variant sequence"}
+            "rag_sequence": "python scripts/train_rag.py --variant sequence",
+            "rag_token_full": "python scripts/train_rag.py --variant token --train-generator",
+            "rag_sequence_full": "python scripts/train_rag.py --variant sequence --train-generator"}
 
 
 class ChecksumError(RuntimeError):

@@ -1,6 +1,7 @@
 """Make chapter 05's checkpoints: RAG whose question encoder learned from answers alone.
 
     python scripts/train_rag.py                          # both variants, seeds 0 1 2
+    python scripts/train_rag.py --train-generator        # full joint training: -> rag_*_full
     python scripts/train_rag.py --variant token --seeds 0 --out /tmp/rag
 
 For each variant (RAG-Sequence, RAG-Token) and each seed of joint training:
@@ -15,13 +16,16 @@ For each variant (RAG-Sequence, RAG-Token) and each seed of joint training:
    Recall@1 0.14, 0.006, 0.002, 0.021 and 0.008 for seeds 0 to 4 —
    and ``benchmarks/joint_training.py`` maps how weak a start joint training recovers from;
 2. joint training by the RAG marginal likelihood (``ragtutor.rag_model.train_rag``): the question
-   encoder trains, chapter 03's reader (``checkpoints/reader``) stays frozen, and no retrieval
-   label is used. The learning rate decays linearly to zero; every ``eval_every`` steps the model
-   is evaluated on every third dev question and the weights with the best dev Recall@1 are kept.
+   encoder trains, chapter 03's reader (``checkpoints/reader``) stays frozen — or, with
+   ``--train-generator``, trains too (full joint training, as Lewis et al. train it; the same
+   optimiser and learning rate for both) — and no retrieval label is used. The learning rate
+   decays linearly to zero; every ``eval_every`` steps the model is evaluated on every third dev
+   question and the weights with the best dev Recall@1 are kept.
 
 The first seed's model is saved to ``OUT/rag_sequence`` and ``OUT/rag_token`` (``OUT`` is
-``checkpoints/`` by default) by ``RAGModel.save_pretrained`` — ``retriever/`` (the bi-encoder),
-``generator/`` (the reader), the passages, the index's vectors and ``rag.json`` — and loads with
+``checkpoints/`` by default; ``rag_sequence_full`` and ``rag_token_full`` with
+``--train-generator``) by ``RAGModel.save_pretrained`` — ``retriever/`` (the bi-encoder),
+``generator/`` (the reader, trained or not), the passages, the index's vectors and ``rag.json`` — and loads with
 ``RAGModel.from_pretrained(folder)``; its ``training.json`` holds the command, versions, configuration, every seed's curves and the metrics of the weak start
 and of the trained model on all dev and test questions. With the same torch build and thread
 count a rerun gives the same weights and metrics.
@@ -53,6 +57,8 @@ CONFIG = {
               "eval_every": 50, "keep_best": "recall@1"},
     # Extra training questions per train question, asked as people type (PHRASINGS' train pool).
     "typed_per_train_question": 2,
+    # Full joint training (--train-generator): the generator (chapter 03's reader) trains as well.
+    "train_generator": False,
 }
 SETS = (("dev", "seen"), ("test", "seen"), ("dev", "new"), ("test", "new"), ("dev", "typed"))
 
@@ -93,7 +99,8 @@ def run(variant, seed, retriever, reader, tokenizer, passages, splits, config=CO
     set_seed(seed)
     train = splits["train_typed"]
     start = weak_start(retriever, passages, train, config)
-    model = RAGModel(start, reader, tokenizer, passages, n_docs=config["n_docs"], variant=variant)
+    model = RAGModel(start, reader, tokenizer, passages, n_docs=config["n_docs"], variant=variant,
+                     train_generator=config["train_generator"])
     before = {split: metrics(model, splits[split]) for split in ("dev", "test")}
     j = config["joint"]
     history = train_rag(model, train, max_steps=j["steps"], batch_size=j["batch_size"],
@@ -123,6 +130,10 @@ def main(argv=None):
     parser.add_argument("--start-from", type=Path, default=ROOT / "checkpoints",
                         help="folder holding retriever/ and reader/, the models to start from "
                              "(default: checkpoints/)")
+    parser.add_argument("--train-generator", action="store_true",
+                        help="full joint training: the generator trains too; saved to "
+                             "OUT/rag_<variant>_full")
+    parser.add_argument("--lr", type=float, help=f"default {CONFIG['joint']['lr']}")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; the recorded metrics were reached with 1")
     parser.add_argument("--stop-after", type=int, metavar="N",
@@ -134,6 +145,9 @@ def main(argv=None):
     config = copy.deepcopy(CONFIG)
     if args.steps is not None:
         config["joint"]["steps"] = args.steps
+    if args.lr is not None:
+        config["joint"]["lr"] = args.lr
+    config["train_generator"] = args.train_generator
     passages = load_passages()
     splits = {set_name(split, phrasing): load_questions(split, phrasing=phrasing)
               for split, phrasing in (("train", "seen"), *SETS)}
@@ -151,7 +165,7 @@ def main(argv=None):
                               f"{record['trained']['test'][k]:.3f}"
                               for k in ("em", "recall@1", "recall@5")), flush=True)
             saved = saved or model
-        out = args.out / f"rag_{variant}"
+        out = args.out / (f"rag_{variant}_full" if args.train_generator else f"rag_{variant}")
         saved.save_pretrained(out)
         record = {"command": " ".join(["python scripts/train_rag.py", *argv]),
                   "threads": args.threads, "stop_after": args.stop_after,

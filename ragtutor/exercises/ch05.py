@@ -56,9 +56,9 @@ def ch05_retriever_gradient(retriever_gradient):
     check_function(retriever_gradient, cases, compare=check_close,
                    hint="∂L/∂s_bk = (p(d_k|x_b) - p(d_k|x_b,y_b)) / B, prior = softmax over k of "
                         "doc_scores, posterior = softmax over k of log prior + answer_logliks.")
-    return ("your gradient equals autograd's on 3 batches: each score moves by prior minus "
-            "posterior, so a document that explains the answer better than the retriever "
-            "expected is pulled up.")
+    return ("your gradient equals autograd's on 3 batches: ∂L/∂s_k is prior minus posterior, "
+            "so a descent step moves each score by posterior minus prior, and a document that "
+            "explains the answer better than the retriever expected is pulled up.")
 
 
 def _stale(question_vectors, old, new, k, as_sets=True):
