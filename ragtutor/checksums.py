@@ -21,8 +21,9 @@ REMEDIES = {"retriever": "python scripts/train_retriever.py",
             "closed_book": "python scripts/train_generation.py",
             "rag_token": "python scripts/train_rag.py --variant token",
             "rag_sequence": "python scripts/train_rag.py --variant sequence",
-            "rag_token_full": "python scripts/train_rag.py --variant token --train-generator",
-            "rag_sequence_full": "python scripts/train_rag.py --variant sequence --train-generator"}
+            "rag_token_reader_frozen": "python scripts/train_rag.py --variant token --freeze-generator",
+            "rag_sequence_reader_frozen":
+                "python scripts/train_rag.py --variant sequence --freeze-generator"}
 
 
 class ChecksumError(RuntimeError):

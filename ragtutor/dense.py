@@ -45,7 +45,7 @@ from transformers.utils import logging as transformers_logging
 from ragtutor.checksums import verify_manifest, write_manifest
 from ragtutor.index import VectorIndex
 from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
-                                reciprocal_rank_fusion)
+                                reciprocal_rank_fusion, unknown_to_tokenizer, warn_unknown)
 from ragtutor.sparse import BM25Retriever
 from ragtutor.tokenization import BOS, EOS, SPECIAL_TOKENS, train_tokenizer
 from ragtutor.train import train
@@ -218,6 +218,8 @@ class BiEncoder(torch.nn.Module):
                             batch_size)
 
     def _encode(self, items, tokenize, vectors, batch_size):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         items = list(items)
         if not items:
             raise ValueError("nothing to encode: the list is empty")
@@ -556,6 +558,8 @@ class DenseRetriever(Retriever):
 
     def _scores_rows(self, queries, k):
         self._check_batch_size()
+        warn_unknown(queries, unknown_to_tokenizer(self.encoder.tokenizer, queries),
+                     "the question encoder")
         return self.index_.search(self.encoder.encode_questions(queries, self.batch_size), k)
 
     def _check_batch_size(self):

@@ -24,7 +24,7 @@ from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_b
                           rag_token_nll, seq2seq_generator, teacher_forcing, thorough_decoding,
                           token_logprobs)
 from ragtutor.checksums import verify_manifest, write_manifest
-from ragtutor.retrieval import check_texts, warn_unknown
+from ragtutor.retrieval import check_texts, unknown_to_tokenizer, warn_unknown
 from ragtutor.train import train
 
 __all__ = ["RAGModel", "train_rag", "VARIANTS"]
@@ -99,6 +99,7 @@ class RAGModel(torch.nn.Module):
             if not hasattr(retriever, "search"):
                 raise TypeError("retriever must be a ragtutor.dense.BiEncoder or a fitted retriever "
                                 f"with search(queries, k), got {type(retriever).__name__}")
+            self._check_fixed_retriever(retriever)
             self.fixed_retriever = retriever
         self.train_question_encoder = bool(train_question_encoder) and self.dense
         self.train_context_encoder = bool(train_context_encoder) and self.dense
@@ -172,16 +173,31 @@ class RAGModel(torch.nn.Module):
         ids[:] = [[self.passages[i]["id"] for i in row] for row in rows.tolist()]
         return scores.numpy(), ids
 
+    def _check_fixed_retriever(self, retriever):
+        """A fitted retriever must index these very passages: otherwise its results name passages
+        the model cannot read (a KeyError or IndexError deep in retrieval, or the wrong text)."""
+        doc_ids = getattr(retriever, "doc_ids_", None)
+        if doc_ids is None:
+            return  # not a ragtutor Retriever: its search is trusted to return positions
+        doc_ids = np.asarray(doc_ids)
+        if doc_ids.dtype == object:
+            missing = [i for i in doc_ids.tolist() if i not in self.position]
+            if missing:
+                raise ValueError(f"the retriever indexes {len(missing)} passage(s) that are not among "
+                                 f"the model's passages (e.g. {missing[0]!r}): fit the retriever "
+                                 "on the same passages you give the model")
+        elif len(doc_ids) != len(self.passages) or (doc_ids != np.arange(len(doc_ids))).any():
+            raise ValueError(f"the retriever was fitted on {len(doc_ids)} bare documents but the model "
+                             f"has {len(self.passages)} passages: its positions would point at the "
+                             "wrong passages; fit it on the passage records themselves")
+
     def _flag_unknown(self, questions):
         """Warn (``UnknownQueryWarning``) about questions the question encoder reads as nothing but
         unknown tokens: what comes back for them is a guess. A fixed retriever flags its own."""
         if not self.dense:
             return
-        tokenizer = self.biencoder.tokenizer
-        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
-        unknown = [i for i, ids in enumerate(tokenizer(list(questions)).input_ids)
-                   if all(t == tokenizer.unk_token_id for t in ids if t not in special)]
-        warn_unknown(questions, unknown, "the question encoder")
+        warn_unknown(questions, unknown_to_tokenizer(self.biencoder.tokenizer, questions),
+                     "the question encoder")
 
     def retrieve_rows(self, questions):
         """``(doc_scores [B, K], doc_ids [B, K])``: the top K passages (positions in ``passages``)
@@ -521,9 +537,14 @@ def _checked_passages(passages):
     passages = list(passages)
     if not passages:
         raise ValueError("passages is empty: RAG needs a corpus to retrieve from")
+    seen = {}
     for i, p in enumerate(passages):
         if not isinstance(p, dict) or not {"id", "title", "text"} <= set(p):
             raise ValueError(f"passages[{i}] must be a dict with 'id', 'title' and 'text', got {p!r}")
+        if p["id"] in seen:
+            raise ValueError(f"passages[{i}] repeats the id {p['id']!r} of passages[{seen[p['id']]}]: "
+                             "every passage needs its own id (retrieval returns ids)")
+        seen[p["id"]] = i
     return passages
 
 

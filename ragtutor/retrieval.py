@@ -32,7 +32,7 @@ from ragtutor.metrics import retrieval_scores
 
 __all__ = ["Retriever", "HybridRetriever", "reciprocal_rank_fusion", "evaluate_retriever",
            "top_k", "check_queries", "check_texts", "check_k", "passage_text", "UnknownQueryWarning",
-           "warn_unknown"]
+           "warn_unknown", "unknown_to_tokenizer"]
 
 
 class UnknownQueryWarning(UserWarning):
@@ -48,6 +48,17 @@ def warn_unknown(queries, unknown, who):
                       f"({shown}{more}): their results are arbitrary, not an answer. Rephrase them "
                       "in words of the corpus, or treat them as unanswerable.",
                       UnknownQueryWarning, stacklevel=3)
+
+
+def unknown_to_tokenizer(tokenizer, texts):
+    """Positions of ``texts`` that a Hugging Face ``tokenizer`` reads as nothing but unknown
+    tokens, special tokens and bare word-boundary markers (the "▁" a BPE puts before "巴黎")."""
+    skip = set(tokenizer.all_special_ids) | {tokenizer.unk_token_id}
+
+    def known(ids):
+        return any(t not in skip and tokenizer.convert_ids_to_tokens(t).strip("▁Ġ ") for t in ids)
+
+    return [i for i, ids in enumerate(tokenizer(list(texts)).input_ids) if not known(ids)]
 
 
 def check_queries(queries):

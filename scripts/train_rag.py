@@ -1,7 +1,7 @@
-"""Make chapter 05's checkpoints: RAG whose question encoder learned from answers alone.
+"""Make chapter 05's checkpoints: RAG whose retriever learned from answers, with no passage labels.
 
     python scripts/train_rag.py                          # both variants, seeds 0 1 2
-    python scripts/train_rag.py --train-generator        # full joint training: -> rag_*_full
+    python scripts/train_rag.py --freeze-generator       # the reader frozen: -> rag_*_reader_frozen
     python scripts/train_rag.py --variant token --seeds 0 --out /tmp/rag
 
 For each variant (RAG-Sequence, RAG-Token) and each seed of joint training:
@@ -16,15 +16,16 @@ For each variant (RAG-Sequence, RAG-Token) and each seed of joint training:
    Recall@1 0.14, 0.006, 0.002, 0.021 and 0.008 for seeds 0 to 4 —
    and ``benchmarks/joint_training.py`` maps how weak a start joint training recovers from;
 2. joint training by the RAG marginal likelihood (``ragtutor.rag_model.train_rag``): the question
-   encoder trains, chapter 03's reader (``checkpoints/reader``) stays frozen — or, with
-   ``--train-generator``, trains too (full joint training, as Lewis et al. train it; the same
-   optimiser and learning rate for both) — and no retrieval label is used. The learning rate
+   encoder and the generator, which starts as chapter 03's reader (``checkpoints/reader``), train
+   together (full joint training, as Lewis et al. train RAG; the same optimiser and learning rate
+   for both) — or, with ``--freeze-generator``, the reader stays as it is — and no retrieval label
+   is used. The learning rate
    decays linearly to zero; every ``eval_every`` steps the model is evaluated on every third dev
    question and the weights with the best dev Recall@1 are kept.
 
 The first seed's model is saved to ``OUT/rag_sequence`` and ``OUT/rag_token`` (``OUT`` is
-``checkpoints/`` by default; ``rag_sequence_full`` and ``rag_token_full`` with
-``--train-generator``) by ``RAGModel.save_pretrained`` — ``retriever/`` (the bi-encoder),
+``checkpoints/`` by default; ``rag_sequence_reader_frozen`` and ``rag_token_reader_frozen`` with
+``--freeze-generator``) by ``RAGModel.save_pretrained`` — ``retriever/`` (the bi-encoder),
 ``generator/`` (the reader, trained or not), the passages, the index's vectors and ``rag.json`` — and loads with
 ``RAGModel.from_pretrained(folder)``; its ``training.json`` holds the command, versions, configuration, every seed's curves and the metrics of the weak start
 and of the trained model on all dev and test questions. With the same torch build and thread
@@ -57,8 +58,11 @@ CONFIG = {
               "eval_every": 50, "keep_best": "recall@1"},
     # Extra training questions per train question, asked as people type (PHRASINGS' train pool).
     "typed_per_train_question": 2,
-    # Full joint training (--train-generator): the generator (chapter 03's reader) trains as well.
-    "train_generator": False,
+    # Full joint training: the generator (chapter 03's reader) trains as well; --freeze-generator
+    # keeps it as it is. Chosen on dev: over three seeds, training it raised exact match on dev in new
+    # wordings from 0.901 to 0.953 (RAG-Token) and 0.920 to 0.940 (RAG-Sequence), and on typed dev
+    # questions from 0.905 to 0.924 and 0.902 to 0.919.
+    "train_generator": True,
 }
 SETS = (("dev", "seen"), ("test", "seen"), ("dev", "new"), ("test", "new"), ("dev", "typed"))
 
@@ -130,10 +134,13 @@ def main(argv=None):
     parser.add_argument("--start-from", type=Path, default=ROOT / "checkpoints",
                         help="folder holding retriever/ and reader/, the models to start from "
                              "(default: checkpoints/)")
-    parser.add_argument("--train-generator", action="store_true",
-                        help="full joint training: the generator trains too; saved to "
-                             "OUT/rag_<variant>_full")
+    parser.add_argument("--freeze-generator", action="store_true",
+                        help="train the question encoder alone, the reader frozen; saved to "
+                             "OUT/rag_<variant>_reader_frozen")
     parser.add_argument("--lr", type=float, help=f"default {CONFIG['joint']['lr']}")
+    parser.add_argument("--typed-per-question", type=int, metavar="N",
+                        help="typed wordings added per train question "
+                             f"(default {CONFIG['typed_per_train_question']})")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; the recorded metrics were reached with 1")
     parser.add_argument("--stop-after", type=int, metavar="N",
@@ -147,7 +154,9 @@ def main(argv=None):
         config["joint"]["steps"] = args.steps
     if args.lr is not None:
         config["joint"]["lr"] = args.lr
-    config["train_generator"] = args.train_generator
+    if args.typed_per_question is not None:
+        config["typed_per_train_question"] = args.typed_per_question
+    config["train_generator"] = not args.freeze_generator
     passages = load_passages()
     splits = {set_name(split, phrasing): load_questions(split, phrasing=phrasing)
               for split, phrasing in (("train", "seen"), *SETS)}
@@ -165,7 +174,8 @@ def main(argv=None):
                               f"{record['trained']['test'][k]:.3f}"
                               for k in ("em", "recall@1", "recall@5")), flush=True)
             saved = saved or model
-        out = args.out / (f"rag_{variant}_full" if args.train_generator else f"rag_{variant}")
+        out = args.out / (f"rag_{variant}_reader_frozen" if args.freeze_generator
+                          else f"rag_{variant}")
         saved.save_pretrained(out)
         record = {"command": " ".join(["python scripts/train_rag.py", *argv]),
                   "threads": args.threads, "stop_after": args.stop_after,

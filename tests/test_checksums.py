@@ -10,8 +10,8 @@ from ragtutor.dense import BiEncoder
 from ragtutor.generation import CHECKPOINT_DIR, load_checkpoint
 from ragtutor.rag_model import RAGModel
 
-SHIPPED = ("retriever", "reader", "closed_book", "rag_token", "rag_sequence", "rag_token_full",
-           "rag_sequence_full")
+SHIPPED = ("retriever", "reader", "closed_book", "rag_token", "rag_sequence",
+           "rag_token_reader_frozen", "rag_sequence_reader_frozen")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -205,6 +205,48 @@ def test_a_question_of_unknown_tokens_only_is_flagged(parts):
         model.retrieve(["What is the capital of France?"])
 
 
+@pytest.mark.parametrize("question", ["巴黎", "😀", "\x00"])
+def test_the_shipped_models_flag_a_question_of_no_known_word(question):
+    # The shipped tokenizers are BPE: they read "巴黎" as a bare word-boundary piece "▁" and two
+    # unknown tokens, and the lone "▁" used to count as a known word (answer '97', no warning).
+    from ragtutor.dense import DenseRetriever
+    from ragtutor.retrieval import UnknownQueryWarning
+
+    model = RAGModel.from_pretrained(CHECKPOINTS / "rag_token")
+    with pytest.warns(UnknownQueryWarning, match="the question encoder"):
+        model.generate([question])
+    retriever = DenseRetriever(BiEncoder.from_pretrained(CHECKPOINTS / "retriever"))
+    retriever.fit(load_passages()[:20])
+    with pytest.warns(UnknownQueryWarning, match="the question encoder"):
+        retriever.search([question], k=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.retrieve(["capital of germany", "Which city is the capital of France?"])
+        retriever.search(["capital of germany"], k=2)
+
+
+def test_a_fixed_retriever_must_index_the_models_own_passages(parts):
+    # A BM25 retriever fitted on more passages than the model holds used to fail deep inside
+    # retrieval (KeyError 'FRA/capital', or IndexError for bare documents).
+    from ragtutor.sparse import BM25Retriever
+
+    _, generator, tokenizer, passages, _ = parts
+    bm25 = BM25Retriever().fit(passages)
+    with pytest.raises(ValueError, match="not among the model's passages .* fit the retriever"):
+        RAGModel(bm25, generator, tokenizer, passages[:20], n_docs=2)
+    bare = BM25Retriever().fit([p["title"] + " " + p["text"] for p in passages])
+    with pytest.raises(ValueError, match="fitted on 40 bare documents but the model has 20"):
+        RAGModel(bare, generator, tokenizer, passages[:20], n_docs=2)
+    assert RAGModel(bm25, generator, tokenizer, passages, n_docs=2).generate(
+        ["What is the capital of France?"], max_new_tokens=2)  # the same passages: accepted
+
+
+def test_passages_with_a_repeated_id_are_refused(parts):
+    biencoder, generator, tokenizer, passages, _ = parts
+    with pytest.raises(ValueError, match=r"passages\[3\] repeats the id .* of passages\[0\]"):
+        RAGModel(biencoder, generator, tokenizer, passages[:3] + passages[:1], n_docs=2)
+
+
 def test_a_question_too_long_for_the_generator_is_refused(parts):
     biencoder, generator, tokenizer, passages, _ = parts
     big = BiEncoder.build(biencoder.tokenizer, hidden_size=16, layers=1, heads=2,
@@ -356,12 +398,13 @@ def test_train_question_encoder_learns_labels_against_a_frozen_index(parts):
         train_question_encoder(model, passages, labelled, max_steps=0)
 
 
-@pytest.mark.parametrize("folder", ["rag_sequence", "rag_token", "rag_sequence_full",
-                                    "rag_token_full"])
+@pytest.mark.parametrize("folder", ["rag_sequence", "rag_token", "rag_sequence_reader_frozen",
+                                    "rag_token_reader_frozen"])
 def test_the_joint_checkpoints_kept_chapter_02s_passage_encoder(folder):
     """scripts/train_rag.py never trains the passage encoder: the saved one (and so the index
-    built from it) must be chapter 02's, weight for weight. The generator is chapter 03's reader
-    unchanged, except in full joint training (``_full``), where it trained."""
+    built from it) must be chapter 02's, weight for weight. The generator trained with the question
+    encoder (full joint training), except in ``_reader_frozen``, where it is chapter 03's reader
+    unchanged."""
     joint = BiEncoder.from_pretrained(CHECKPOINTS / folder / "retriever")
     chapter_02 = BiEncoder.from_pretrained(CHECKPOINTS / "retriever")
     assert not joint.tied
@@ -372,7 +415,7 @@ def test_the_joint_checkpoints_kept_chapter_02s_passage_encoder(folder):
     words = chapter_02.question_encoder.question_encoder.bert_model.embeddings.word_embeddings
     assert torch.equal(question.embeddings.word_embeddings.weight, words.weight)  # frozen
     record = json.loads((CHECKPOINTS / folder / "training.json").read_text())
-    full = folder.endswith("_full")
+    full = not folder.endswith("_reader_frozen")
     assert record["variant"] == folder.split("_")[1] and len(record["runs"]) == 3
     assert record["config"]["train_generator"] is full
     same_generator = ((CHECKPOINTS / folder / "generator" / "model.safetensors").read_bytes()
@@ -396,11 +439,11 @@ METRIC_TOLERANCE = 0.01  # 1 of the 174 dev questions evaluated during training;
 
 @pytest.mark.slow
 @pytest.mark.parametrize("folder, options", [("rag_token", []),
-                                             ("rag_token_full", ["--train-generator"])])
+                                             ("rag_token_reader_frozen", ["--freeze-generator"])])
 def test_the_rag_checkpoint_script_reproduces_the_start_of_its_recorded_run(tmp_path, folder,
                                                                              options):
-    """Rerun scripts/train_rag.py for RAG-Token's saved seed (the question encoder alone, and
-    with the generator), stopping joint training after 30 of its 600 steps with the schedule of
+    """Rerun scripts/train_rag.py for RAG-Token's saved seed (with the generator, and the
+    question encoder alone), stopping joint training after 30 of its 600 steps with the schedule of
     the full run (seconds on one thread), and compare the weak start's metrics, the loss curve
     and the dev evaluations with the record."""
     recorded = json.loads((CHECKPOINTS / folder / "training.json").read_text())
@@ -421,23 +464,24 @@ def test_the_rag_checkpoint_script_reproduces_the_start_of_its_recorded_run(tmp_
                       dict.fromkeys(("em", "recall@1", "recall@5"), METRIC_TOLERANCE))
 
 
-@pytest.mark.parametrize("variant", ["sequence", "token"])
-def test_the_shipped_rag_folders_are_chapter_05s_models_unchanged(variant):
-    """checkpoints/rag_<variant> is one RAGModel folder (RAGModel.from_pretrained, the documented
-    entry point). It was converted from the bi-encoder folder that scripts/train_rag.py used to
-    write, with every weight file moved unchanged; loaded whole, it must give the model that
-    chapter 05 builds from its parts the same answers and the same losses on every test
-    question."""
-    from ragtutor.generation import load_checkpoint
+@pytest.mark.parametrize("folder", ["rag_sequence", "rag_token", "rag_sequence_reader_frozen",
+                                    "rag_token_reader_frozen"])
+def test_the_shipped_rag_folders_are_their_parts(folder):
+    """checkpoints/rag_<variant> (and the reader-frozen models beside them) is one RAGModel folder
+    (RAGModel.from_pretrained, the documented entry point); loaded whole, it must give the model
+    built from its parts — its retriever/ and generator/ folders, loaded on their own, with the
+    knowledge base's passages — the same answers, documents and losses on every test question,
+    and the recorded test exact match of its saved seed."""
+    from transformers import BartForConditionalGeneration, PreTrainedTokenizerFast
 
-    folder = CHECKPOINTS / f"rag_{variant}"
+    folder = CHECKPOINTS / folder
     loaded = RAGModel.from_pretrained(folder)
-    reader, tokenizer, _ = load_checkpoint("reader")
-    parts = RAGModel(BiEncoder.from_pretrained(folder / "retriever"), reader, tokenizer,
+    variant = loaded.variant
+    generator = BartForConditionalGeneration.from_pretrained(folder / "generator").eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "generator")
+    parts = RAGModel(BiEncoder.from_pretrained(folder / "retriever"), generator, tokenizer,
                      load_passages(), n_docs=5, variant=variant).eval()
-    assert (loaded.n_docs, loaded.variant) == (5, variant)
-    assert (folder / "generator" / "model.safetensors").read_bytes() == \
-        (CHECKPOINTS / "reader" / "model.safetensors").read_bytes()
+    assert loaded.n_docs == 5 and folder.name.split("_")[1] == variant
     test = load_questions("test")
     questions = [q["question"] for q in test]
     answers = loaded.generate(questions)
@@ -470,3 +514,18 @@ def test_evaluate_refuses_gold_passages_the_model_does_not_hold(parts):
     question = {**parts[4][0], "passage_id": "NOWHERE/capital"}
     with pytest.raises(ValueError, match="not among the model's passages"):
         model_of(parts).evaluate([question])
+
+
+def test_the_readme_example_gives_what_the_readme_says():
+    """The README's example of the final model, run as written: its answers and passage ids."""
+    import ast
+    import re
+
+    readme = (CHECKPOINTS.parent / "README.md").read_text()
+    answers = ast.literal_eval(re.search(r"^# (\['Paris'.*\])$", readme, re.M).group(1))
+    ids = ast.literal_eval(re.search(r"^# ids: (\[\[.*?\]\])", readme, re.M).group(1))
+    model = RAGModel.from_pretrained(CHECKPOINTS / "rag_token")
+    assert model.generate(["What is the capital of France?",
+                           "Which currency is used in Japan?"]) == answers
+    scores, got = model.retrieve(["What is the capital of France?"])
+    assert np.asarray(got).tolist() == ids and np.asarray(scores).shape == (1, 5)

@@ -214,6 +214,15 @@ def test_a_dense_batch_size_below_one_is_refused(passages, encoder):
         DenseRetriever(encoder, batch_size=0).fit(passages[:N])
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5])
+def test_encoding_with_a_batch_size_below_one_is_refused(encoder, batch_size):
+    # encode_questions(batch_size=0) used to raise range()'s "arg 3 must not be zero".
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        encoder.encode_questions(["What is the capital of France?"], batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        encoder.encode_passages(["Paris is the capital of France."], batch_size=batch_size)
+
+
 def test_hnsw_that_finds_too_few_says_to_raise_ef_search():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(200, 8)).astype(np.float32)
