@@ -25,12 +25,14 @@ import os
 from pathlib import Path
 
 __all__ = ["DATA_DIR", "SPLITS", "PHRASINGS", "KnowledgeBaseError", "load_passages", "load_questions",
-           "load_entities", "verify_manifest"]
+           "load_entities", "load_unanswerable", "verify_manifest", "UNANSWERABLE_KINDS"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kb"
 SPLITS = ("train", "dev", "test")
 PHRASINGS = ("seen", "new", "typed", "all")
 MANIFEST = "MANIFEST.sha256"
+SOURCES_DIR = Path(__file__).resolve().parent.parent / "data" / "sources"
+UNANSWERABLE_KINDS = ("fictional", "outside", "missing_relation")
 REBUILD = "python data/build_kb.py"
 
 FIELDS = {
@@ -212,3 +214,29 @@ def load_entities(as_dataset=False, data_dir=None):
     nested ``facts`` and ``answers`` are JSON strings (``json.loads`` turns them back).
     """
     return _load("entities.jsonl", "entities", data_dir, as_dataset)
+
+
+def load_unanswerable(split, sources_dir=None):
+    """Questions the knowledge base cannot answer, written by hand (chapter 07): ``split`` "dev"
+    (to calibrate an abstention rule on) or "test" (to report it on; no place, topic or entity in
+    common with dev). Dicts with id ("unanswerable/dev/3"), question and kind: "fictional" (a
+    relation the knowledge base covers, about a place or element that does not exist), "outside"
+    (knowledge outside its domain) or "missing_relation" (a real entity of that split, asked for a
+    fact no passage states). From ``data/sources/unanswerable_<split>.tsv``."""
+    if split not in ("dev", "test"):
+        raise ValueError(f"unanswerable questions exist for the dev and test splits, not {split!r}")
+    path = Path(sources_dir or SOURCES_DIR) / f"unanswerable_{split}.tsv"
+    if not path.is_file():
+        raise KnowledgeBaseError(f"{path} is missing: restore it from git (`git checkout -- {path}`)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or parts[0] not in UNANSWERABLE_KINDS or not parts[1].strip():
+            raise KnowledgeBaseError(f"{path}: line {number} must be '<kind><TAB><question>' with a "
+                                     f"kind among {', '.join(UNANSWERABLE_KINDS)}, got {line!r}; "
+                                     f"restore the file from git (`git checkout -- {path}`)")
+        rows.append({"id": f"unanswerable/{split}/{len(rows)}", "question": parts[1].strip(),
+                     "kind": parts[0]})
+    return rows

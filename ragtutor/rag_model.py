@@ -157,6 +157,71 @@ class RAGModel(torch.nn.Module):
         self.passage_vectors = vectors
         self.index.fit(vectors.numpy())
 
+    # -- editing what the model knows (chapter 07) -----------------------------------------------
+    @torch.no_grad()
+    def add_passages(self, passages):
+        """Add passages (dicts with ``id``, ``title``, ``text``; ids not in the model yet) to what
+        the model retrieves from, without touching a weight: the passage encoder encodes them as it
+        is and the index takes their vectors (a fixed retriever gets them through its ``add``).
+        Returns the number of passages now held."""
+        new = _checked_passages(passages)
+        clash = [p["id"] for p in new if p["id"] in self.position]
+        if clash:
+            raise ValueError(f"{len(clash)} passage id(s) are already in the model, e.g. {clash[0]!r}: "
+                             "delete_passages(ids) first to replace a passage")
+        self._check_editable()
+        if self.dense:
+            was_training = self.biencoder.training
+            self.biencoder.eval()
+            vectors = torch.from_numpy(self.biencoder.encode_passages(new))
+            self.biencoder.train(was_training)
+            self.passages = self.passages + new
+            self._use_vectors(torch.cat([self.passage_vectors, vectors]))
+        else:
+            if not hasattr(self.fixed_retriever, "add"):
+                raise TypeError(f"{type(self.fixed_retriever).__name__} has no add(): this retriever "
+                                "cannot take new passages; build the model again with them")
+            self.fixed_retriever.add(new)
+            self.passages = self.passages + new
+        self.position = {p["id"]: i for i, p in enumerate(self.passages)}
+        return len(self.passages)
+
+    def _check_editable(self):
+        if not self.dense and np.asarray(getattr(self.fixed_retriever, "doc_ids_", [])).dtype != object:
+            raise TypeError("this model's retriever was fitted on bare documents, whose positions "
+                            "an edit would shift: fit it on the passage records to edit the index")
+
+    @torch.no_grad()
+    def delete_passages(self, ids):
+        """Remove the passages with these ids from what the model retrieves from (no weight
+        changes). Returns the removed passage records, in the order of ``ids`` (keep them to put
+        them back with :meth:`add_passages`)."""
+        ids = check_texts(ids, "ids")
+        missing = [i for i in ids if i not in self.position]
+        if missing:
+            raise ValueError(f"{len(missing)} id(s) are not passages of the model, e.g. "
+                             f"{missing[0]!r}: nothing was deleted")
+        if len(set(ids)) != len(ids):
+            raise ValueError("ids names a passage twice: nothing was deleted")
+        if len(self.passages) - len(ids) < self.n_docs:
+            raise ValueError(f"deleting {len(ids)} of {len(self.passages)} passages would leave fewer "
+                             f"than n_docs={self.n_docs}: nothing was deleted")
+        self._check_editable()
+        rows = sorted(self.position[i] for i in ids)
+        removed = [self.passages[self.position[i]] for i in ids]
+        keep = np.setdiff1d(np.arange(len(self.passages)), rows)
+        if self.dense:
+            self.passages = [self.passages[i] for i in keep]
+            self._use_vectors(self.passage_vectors[torch.as_tensor(keep)])
+        else:
+            if not hasattr(self.fixed_retriever, "delete"):
+                raise TypeError(f"{type(self.fixed_retriever).__name__} has no delete(): build the "
+                                "model again without those passages")
+            self.fixed_retriever.delete(ids)
+            self.passages = [self.passages[i] for i in keep]
+        self.position = {p["id"]: i for i, p in enumerate(self.passages)}
+        return removed
+
     @property
     def max_source_length(self):
         return self.generator.config.max_position_embeddings

@@ -508,3 +508,72 @@ def test_ch05_checks_report_an_unwritten_function():
 
     for check_answer in (exercises.ch05_retriever_gradient, exercises.ch05_stale_top_k):
         assert "not written yet" in failure_of(check_answer, unwritten)
+
+
+# Chapter 07.
+
+def ch07_threshold(unanswerable, max_answered, slip=None):
+    u = np.sort(np.asarray(unanswerable, float))
+    allowed = int(np.floor(max_answered * len(u)))
+    cut = u[len(u) - allowed - 1]
+    if slip == "equal":
+        return float(cut)                       # answers the one it must not
+    if slip == "strict":
+        return float(u[-1]) + 1.0               # answers nothing at all
+    return float(np.nextafter(cut, np.inf))
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (None, None),
+    ("equal", "a threshold equal to an unanswerable question's score answers it"),
+    ("strict", "take the lowest threshold that keeps within the limit"),
+])
+def test_ch07_choose_threshold(slip, hint, capsys):
+    def choose_threshold(unanswerable, max_answered):
+        return ch07_threshold(unanswerable, max_answered, slip)
+
+    if hint is None:
+        exercises.ch07_choose_threshold(choose_threshold)
+        assert capsys.readouterr().out.startswith("✓ Exercise 7.1 passed")
+    else:
+        assert hint in failure_of(exercises.ch07_choose_threshold, choose_threshold)
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (None, None),
+    ("once", "replaces every occurrence unless told otherwise"),
+    ("in place", "build a new dict"),
+    ("silent", "raise ValueError when the old value is not in the text"),
+])
+def test_ch07_edited_passage(slip, hint, capsys):
+    def edited_passage(passage, old, new):
+        if old not in passage["text"] and slip != "silent":
+            raise ValueError(f"the passage does not state {old!r}")
+        if slip == "in place":
+            passage["text"] = passage["text"].replace(old, new)
+            return passage
+        return {**passage, "text": passage["text"].replace(old, new, 1 if slip == "once" else -1)}
+
+    if hint is None:
+        exercises.ch07_edited_passage(edited_passage)
+        assert capsys.readouterr().out.startswith("✓ Exercise 7.2 passed")
+    else:
+        assert hint in failure_of(exercises.ch07_edited_passage, edited_passage)
+
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("swapped", "the share of questions"),
+                                        ("counts", "the share of questions")])
+def test_ch07_faithfulness(slip, hint, capsys):
+    def faithfulness(before, without_top, without_low):
+        top = [a != b for a, b in zip(before, without_top)]
+        low = [a != b for a, b in zip(before, without_low)]
+        if slip == "counts":
+            return sum(top), sum(low)
+        shares = (sum(top) / len(before), sum(low) / len(before))
+        return shares[::-1] if slip == "swapped" else shares
+
+    if hint is None:
+        exercises.ch07_faithfulness(faithfulness)
+        assert capsys.readouterr().out.startswith("✓ Exercise 7.3 passed")
+    else:
+        assert hint in failure_of(exercises.ch07_faithfulness, faithfulness)
