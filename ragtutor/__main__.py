@@ -30,12 +30,12 @@ def _ask(args):
         if warning.category.__name__ == "UnknownQueryWarning":
             print(f"note: {warning.message}", file=sys.stderr)
     if reply.abstained:
-        print(f"I don't know. ({reply.signal} {reply.confidence:.3f} is below the threshold "
-              f"{reply.threshold:.3f}; the best guess, declined, was {reply.draft!r})")
+        print(f"I don't know. ({reply.signal} {reply.confidence:.4f} is below the threshold "
+              f"{reply.threshold:.4f}; the best guess, declined, was {reply.draft!r})")
     else:
         print(reply.answer)
-    print(f"  confidence: {reply.signal} = {reply.confidence:.3f}"
-          + ("" if qa.threshold is None else f" (answers at {qa.threshold:.3f} or more)"))
+    print(f"  confidence: {reply.signal} = {reply.confidence:.4f}"
+          + ("" if qa.threshold is None else f" (answers at {qa.threshold:.4f} or more)"))
     label = "closest passages" if reply.abstained else "cited"
     for c in reply.citations[:args.citations]:
         text = textwrap.shorten(c["text"], 90, placeholder=" …")

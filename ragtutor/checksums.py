@@ -11,7 +11,8 @@ is left out (the training scripts write it after the model).
 import hashlib
 from pathlib import Path
 
-__all__ = ["MANIFEST", "ChecksumError", "write_manifest", "verify_manifest", "REMEDIES"]
+__all__ = ["MANIFEST", "ChecksumError", "write_manifest", "verify_manifest", "REMEDIES",
+           "load_weights"]
 
 MANIFEST = "MANIFEST.sha256"
 _NOT_LISTED = {MANIFEST, "training.json"}
@@ -88,3 +89,27 @@ def verify_manifest(folder, required=False):
         raise ChecksumError(f"{folder / unlisted[0]} is not in {path}: a file was added or swapped "
                             f"in; {_remedy(folder)}")
     return sorted(listed)
+
+
+def load_weights(model_class, folder, root=None):
+    """``model_class.from_pretrained(folder)``, offline, refusing a model whose weights do not fit
+    its configuration: Transformers would fill a missing weight with random numbers (a config.json
+    that asks for more layers than were saved) or drop an unexpected one, and only print a table.
+    ``root``, the checkpoint folder ``folder`` belongs to, names the remedy (default ``folder``)."""
+    try:
+        model, info = model_class.from_pretrained(folder, local_files_only=True,
+                                                  output_loading_info=True)
+    except RuntimeError as error:  # weights of another shape than config.json asks for
+        info = {"missing_keys": [], "unexpected_keys": [],
+                "mismatched_keys": [str(error).splitlines()[0][:200]]}
+    problems = {kind: sorted(info[kind]) for kind in ("missing_keys", "unexpected_keys",
+                                                      "mismatched_keys") if info[kind]}
+    if problems:
+        listed = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, names[:3]))}"
+                           + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                           for kind, names in problems.items())
+        remedy = _remedy(Path(root or folder))
+        raise ChecksumError(f"{folder}: the weights do not fit config.json ({listed}), so the model "
+                            f"would compute with random or missing weights. "
+                            f"{remedy[0].upper()}{remedy[1:]}.")
+    return model

@@ -42,7 +42,7 @@ from tokenizers import processors
 from transformers import AutoTokenizer, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
 from transformers.utils import logging as transformers_logging
 
-from ragtutor.checksums import verify_manifest, write_manifest
+from ragtutor.checksums import load_weights, verify_manifest, write_manifest
 from ragtutor.index import VectorIndex
 from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
                                 reciprocal_rank_fusion, unknown_to_tokenizer, warn_unknown)
@@ -260,8 +260,8 @@ class BiEncoder(torch.nn.Module):
         bars = transformers_logging.is_progress_bar_enabled()
         transformers_logging.disable_progress_bar()
         try:
-            model = cls(DPRQuestionEncoder.from_pretrained(folder / "question_encoder"),
-                        DPRContextEncoder.from_pretrained(folder / "context_encoder"),
+            model = cls(load_weights(DPRQuestionEncoder, folder / "question_encoder", folder),
+                        load_weights(DPRContextEncoder, folder / "context_encoder", folder),
                         AutoTokenizer.from_pretrained(folder / "tokenizer"), settings["pooling"])
         finally:
             if bars:

@@ -25,7 +25,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from ragtutor.checksums import verify_manifest
+from ragtutor.checksums import load_weights, verify_manifest
 from ragtutor.counterfactual import iter_counterfactual_examples
 from ragtutor.metrics import qa_scores
 from ragtutor.retrieval import check_texts
@@ -327,6 +327,6 @@ def load_checkpoint(name, folder=None):
         raise FileNotFoundError(f"no complete checkpoint in {path}: run `python "
                                 "scripts/train_generation.py` from the repository root")
     verify_manifest(path, required=True)  # a changed byte would give wrong answers, not an error
-    model = BartForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
+    model = load_weights(BartForConditionalGeneration, path).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     return model, tokenizer, json.loads((path / "training.json").read_text())

@@ -132,6 +132,12 @@ class VectorIndex:
         if dim % pq_m:
             raise ValueError(f"pq_m={pq_m} must divide the dimension {dim}: each of the pq_m "
                              "sub-vectors gets dim / pq_m coordinates")
+        if pq_bits < 3:
+            # faiss's SIMD distance tables need ksub = 2**pq_bits to be a multiple of 8 for some
+            # sub-vector sizes (an assertion fails inside search on AVX2 machines, not on others).
+            raise ValueError(f"pq_bits must be at least 3 (8 centroids per sub-quantizer), got "
+                             f"{pq_bits}: faiss's fast distance tables need them; to save memory, "
+                             "lower pq_m instead")
         if n < 2**pq_bits:
             raise ValueError(f"PQ training needs at least 2**pq_bits={2**pq_bits} vectors (one "
                              f"per centroid of each sub-quantizer), got {n}: lower pq_bits")

@@ -70,8 +70,8 @@ class Reply:
 
     def __str__(self):
         if self.abstained:
-            return (f"{DONT_KNOW} ({self.signal} {self.confidence:.3g} is below the threshold "
-                    f"{self.threshold:.3g}; the best guess would be {self.draft!r})")
+            return (f"{DONT_KNOW} ({self.signal} {self.confidence:.4g} is below the threshold "
+                    f"{self.threshold:.4g}; the best guess would be {self.draft!r})")
         cited = ", ".join(f"{c['id']} {c['posterior']:.2f}" for c in self.citations[:3])
         return f"{self.answer}  [{cited}]"
 

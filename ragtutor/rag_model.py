@@ -23,7 +23,7 @@ import torch
 from ragtutor.rag import (VARIANTS, doc_posterior, rag_sequence_nll, rag_token_beam_search,
                           rag_token_nll, seq2seq_generator, teacher_forcing, thorough_decoding,
                           token_logprobs)
-from ragtutor.checksums import verify_manifest, write_manifest
+from ragtutor.checksums import load_weights, verify_manifest, write_manifest
 from ragtutor.retrieval import check_texts, unknown_to_tokenizer, warn_unknown
 from ragtutor.train import train
 
@@ -587,7 +587,7 @@ class RAGModel(torch.nn.Module):
         with open(folder / "passages.jsonl", encoding="utf-8") as f:
             passages = [json.loads(line) for line in f]
         model = cls(BiEncoder.from_pretrained(folder / "retriever"),
-                    BartForConditionalGeneration.from_pretrained(folder / "generator"),
+                    load_weights(BartForConditionalGeneration, folder / "generator", folder),
                     AutoTokenizer.from_pretrained(folder / "generator"), passages,
                     # The index is what was saved, even if the passage encoder would now say
                     # otherwise.

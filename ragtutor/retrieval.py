@@ -113,9 +113,15 @@ def top_k(scores, k):
     if scores.ndim != 2:
         raise ValueError(f"scores must have shape [n_queries, n_docs], got shape {scores.shape}")
     if scores.dtype.kind in "biu":
-        # Negating unsigned integers (or a signed type's minimum) wraps around: rank as floats.
-        scores = scores.astype(np.float64)
-    elif scores.dtype.kind != "f":
+        # Negating unsigned integers (or a signed type's minimum) wraps around, and floats cannot
+        # tell 2**62 from 2**62 + 1: rank integers exactly, on costs that reverse their order
+        # without overflow (max - x for unsigned, ~x = -x - 1 for signed), and return the scores
+        # as the integers they are.
+        exact = scores.astype(np.int64) if scores.dtype.kind == "b" else scores
+        costs = (np.iinfo(exact.dtype).max - exact) if exact.dtype.kind == "u" else ~exact
+        _, ids = _k_smallest(costs, check_k(k, scores.shape[1]))
+        return np.take_along_axis(exact, ids, axis=1), ids
+    if scores.dtype.kind != "f":
         raise TypeError(f"scores must be numbers, got an array of {scores.dtype}")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN, which has no rank: fix what computed them")

@@ -72,6 +72,18 @@ def test_a_bi_encoder_config_without_its_settings_is_refused(tmp_path):
         BiEncoder.from_pretrained(tmp_path / "retriever")
 
 
+@pytest.mark.parametrize("edit", [{"encoder_layers": 4}, {"d_model": 48}])
+def test_weights_that_do_not_fit_their_config_are_refused_even_when_re_signed(reader_copy, edit):
+    # With the manifest re-signed, a config asking for more layers used to load anyway, the extra
+    # layer random (Transformers only prints a table); a changed width used to load too.
+
+    config = reader_copy / "reader" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **edit}))
+    write_manifest(reader_copy / "reader")
+    with pytest.raises(ChecksumError, match="do not fit config.json .*scripts/train_generation.py"):
+        load_checkpoint("reader", reader_copy)
+
+
 def test_a_folder_saved_without_a_manifest_still_loads_unchecked(tmp_path):
     shutil.copytree(CHECKPOINT_DIR / "retriever", tmp_path / "retriever")
     (tmp_path / "retriever" / MANIFEST).unlink()

@@ -75,10 +75,11 @@ def test_property_hnsw_returns_sorted_unique_ids_with_exact_scores(case):
         np.testing.assert_allclose(s, exact[row, i], atol=1e-4)
 
 
-@given(data_and_queries(min_rows=16, dim=st.sampled_from([4, 8])))
-def test_property_pq_scores_are_the_decoded_vectors_inner_products(case):
+@given(data_and_queries(min_rows=16, dim=st.sampled_from([4, 8])),
+       st.sampled_from([(2, 4), (1, 3), (4, 3), (4, 4)]))
+def test_property_pq_scores_are_the_decoded_vectors_inner_products(case, pq):
     data, queries, k = case
-    index = VectorIndex("pq", pq_m=2, pq_bits=4).fit(data)
+    index = VectorIndex("pq", pq_m=pq[0], pq_bits=pq[1]).fit(data)
     scores, ids = index.search(queries, k)
     decoded = index.index_.reconstruct_n(0, len(data)).astype(np.float64)
     assert_a_true_top_k(decoded, queries, k, scores, ids)

@@ -170,3 +170,24 @@ def test_the_question_box_degrades_to_a_static_answer(qa, capsys, monkeypatch):
     assert ask_widget(qa, FRANCE) is None
     out = capsys.readouterr().out
     assert "ipywidgets is not installed" in out and "Paris" in out
+
+
+@pytest.mark.slow
+def test_the_calibration_script_reproduces_the_shipped_rule(tmp_path):
+    """scripts/calibrate_qa.py reads no test question and is deterministic: rerun, it writes the
+    shipped checkpoints/qa_calibration.json's rules again (about a minute on one thread)."""
+    import json
+    import subprocess
+
+    out = tmp_path / "calibration.json"
+    subprocess.run([sys.executable, str(CHECKPOINT_DIR.parent / "scripts" / "calibrate_qa.py"),
+                    "--out", str(out)], check=True, cwd=CHECKPOINT_DIR.parent, capture_output=True)
+    fresh = json.loads(out.read_text())
+    shipped = json.loads((CHECKPOINT_DIR / "qa_calibration.json").read_text())
+    assert fresh["dev_questions"] == shipped["dev_questions"]
+    for name, rule in shipped["models"].items():
+        assert fresh["models"][name]["signal"] == rule["signal"]
+        assert fresh["models"][name]["threshold"] == pytest.approx(rule["threshold"], rel=1e-4)
+        for signal, row in rule["signals"].items():
+            assert fresh["models"][name]["signals"][signal]["separation"] == pytest.approx(
+                row["separation"], abs=0.002)

@@ -180,6 +180,27 @@ def test_top_k_ranks_integer_scores_without_wrapping_around(scores, best):
     assert top_scores.tolist() == best
 
 
+@pytest.mark.parametrize("pq_m", [1, 4])
+def test_pq_with_fewer_than_8_centroids_is_refused_before_faiss_fails(pq_m):
+    # VectorIndex("pq", pq_m=1, pq_bits=2) used to fail inside faiss's search on AVX2 machines
+    # ("ksub % 8 == 0"), depending on the sub-vector size and the CPU.
+    vectors = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="pq_bits must be at least 3"):
+        VectorIndex("pq", pq_m=pq_m, pq_bits=2).fit(vectors)
+    scores, ids = VectorIndex("pq", pq_m=pq_m, pq_bits=3).fit(vectors).search(vectors[:2], 5)
+    assert ids.shape == (2, 5) and len(set(ids[0].tolist())) == 5
+
+
+def test_top_k_ranks_large_integers_exactly():
+    # As float64, 2**62 and 2**62 + 1 are the same number: the order used to come out wrong.
+    scores = np.array([[2**62, 2**62 + 1, -2**63, 2**63 - 1]], dtype=np.int64)
+    top_scores, ids = top_k(scores, 4)
+    assert ids.tolist() == [[3, 1, 0, 2]]
+    assert top_scores.tolist() == [[2**63 - 1, 2**62 + 1, 2**62, -2**63]]
+    top_scores, ids = top_k(np.array([[2**64 - 1, 2**64 - 2, 0]], dtype=np.uint64), 2)
+    assert ids.tolist() == [[0, 1]] and top_scores.tolist() == [[2**64 - 1, 2**64 - 2]]
+
+
 def test_top_k_refuses_nan_scores():
     with pytest.raises(ValueError, match="NaN"):
         top_k(np.array([[0.1, np.nan]]), 1)
