@@ -93,8 +93,9 @@ def verify_manifest(folder, required=False):
 
 def load_weights(model_class, folder, root=None):
     """``model_class.from_pretrained(folder)``, offline, refusing a model whose weights do not fit
-    its configuration: Transformers would fill a missing weight with random numbers (a config.json
-    that asks for more layers than were saved) or drop an unexpected one, and only print a table.
+    its configuration — Transformers would fill a missing weight with random numbers (a config.json
+    that asks for more layers than were saved) or drop an unexpected one, and only print a table —
+    or hold a NaN or infinite value (every answer would be empty).
     ``root``, the checkpoint folder ``folder`` belongs to, names the remedy (default ``folder``)."""
     try:
         model, info = model_class.from_pretrained(folder, local_files_only=True,
@@ -104,12 +105,17 @@ def load_weights(model_class, folder, root=None):
                 "mismatched_keys": [str(error).splitlines()[0][:200]]}
     problems = {kind: sorted(info[kind]) for kind in ("missing_keys", "unexpected_keys",
                                                       "mismatched_keys") if info[kind]}
+    if not problems:
+        bad = [name for name, tensor in model.state_dict().items()
+               if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+        if bad:
+            problems["non-finite weights (NaN or infinity)"] = bad
     if problems:
         listed = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, names[:3]))}"
                            + (f" and {len(names) - 3} more" if len(names) > 3 else "")
                            for kind, names in problems.items())
         remedy = _remedy(Path(root or folder))
-        raise ChecksumError(f"{folder}: the weights do not fit config.json ({listed}), so the model "
-                            f"would compute with random or missing weights. "
+        raise ChecksumError(f"{folder}: the weights are unusable or do not fit config.json ({listed}): "
+                            f"the model would compute with random, missing or NaN weights. "
                             f"{remedy[0].upper()}{remedy[1:]}.")
     return model

@@ -84,6 +84,22 @@ def test_weights_that_do_not_fit_their_config_are_refused_even_when_re_signed(re
         load_checkpoint("reader", reader_copy)
 
 
+def test_a_nan_weight_is_refused_even_when_re_signed(reader_copy):
+    # One NaN weight used to make every answer '' with no error once the manifest was re-signed.
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = reader_copy / "reader" / "model.safetensors"
+    weights = load_file(path)
+    name = next(n for n, t in weights.items() if t.is_floating_point())
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, path, metadata={"format": "pt"})
+    write_manifest(reader_copy / "reader")
+    with pytest.raises(ChecksumError, match="non-finite weights .*scripts/train_generation.py"):
+        load_checkpoint("reader", reader_copy)
+    assert torch.isnan(load_file(path)[name]).any()
+
+
 def test_a_folder_saved_without_a_manifest_still_loads_unchecked(tmp_path):
     shutil.copytree(CHECKPOINT_DIR / "retriever", tmp_path / "retriever")
     (tmp_path / "retriever" / MANIFEST).unlink()

@@ -31,7 +31,7 @@ def pins(path):
 
 def test_requirements_pin_the_course_stack():
     required = {"torch", "transformers", "datasets", "faiss-cpu", "rank-bm25", "matplotlib",
-                "jupyterlab", "nbval", "pytest"}
+                "jupyterlab", "nbval", "pytest", "hypothesis", "ipywidgets"}
     missing = required - set(pins(ROOT / "requirements.txt"))
     assert not missing, f"requirements.txt does not pin {sorted(missing)}"
 
