@@ -12,9 +12,10 @@ folder, as a learner's "Run all" does:
 - the thread count goes to the kernel through OMP_NUM_THREADS, MKL_NUM_THREADS,
   OPENBLAS_NUM_THREADS and RAYON_NUM_THREADS, and the extra cell checks that torch uses it.
 
-With ``--repeat N`` a figure is the median time and the largest peak over N runs. The table goes
-between the markers of the notebooks section in benchmarks/RESULTS.md (the rest of the file is
-kept). Budgets: the time of each chapter with two threads (the 2-core development machine), and
+With ``--repeat N`` a figure is the median time and the largest peak over N runs. When every
+chapter runs, the table goes between the markers of the notebooks section in benchmarks/RESULTS.md
+(the rest of the file is kept); a run of some notebooks only prints its table (``--output`` writes
+it to a file of your choice). Budgets: the time of each chapter with two threads (the 2-core development machine), and
 1.5 GB of peak memory with any thread count. The exit status is 1 when a budget is exceeded.
 """
 import argparse
@@ -128,7 +129,10 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1],
                         help="thread counts to measure (default: 2 1)")
     parser.add_argument("--cell-timeout", type=int, default=600, help="seconds one cell may take")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--output", type=Path,
+                        help="file whose notebooks section gets the table (default: "
+                             "benchmarks/RESULTS.md when every chapter runs; a partial run only "
+                             "prints its table, so that it cannot replace the whole course's)")
     args = parser.parse_args()
     chapters = sorted((ROOT / "notebooks").glob("*.ipynb"))
     notebooks = [path.resolve() for path in args.notebooks] or chapters
@@ -144,10 +148,16 @@ def main():
             results[path, threads] = (statistics.median(s for s, _ in runs), max(p for _, p in runs))
             print(f"{path.name}, {threads} thread(s): {duration(results[path, threads][0])}, "
                   f"peak {results[path, threads][1] / 1e9:.2f} GB", flush=True)
-    section, within = table(notebooks, args.threads, results, args.repeat,
-                            complete=bool(chapters) and set(chapters) <= set(notebooks))
-    write_section(args.output, section, BEGIN, END)
-    print(f"wrote {args.output}" + ("" if within else "; some figures are over budget"))
+    complete = bool(chapters) and set(chapters) <= set(notebooks)
+    section, within = table(notebooks, args.threads, results, args.repeat, complete)
+    output = args.output or (ROOT / "benchmarks" / "RESULTS.md" if complete else None)
+    if output is None:
+        print(section)
+        print("not all chapters ran: benchmarks/RESULTS.md is left as it is (pass --output to "
+              "write this table somewhere)" + ("" if within else "; some figures are over budget"))
+    else:
+        write_section(output, section, BEGIN, END)
+        print(f"wrote {output}" + ("" if within else "; some figures are over budget"))
     sys.exit(0 if within else 1)
 
 
