@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 
@@ -300,15 +301,19 @@ class RAGModel(torch.nn.Module):
         tokenizer = self.biencoder.tokenizer
         return tokenizer.batch_decode(tokenizer(list(questions)).input_ids, skip_special_tokens=True)
 
-    def generator_inputs(self, questions, doc_ids):
+    def generator_inputs(self, questions, doc_ids, texts=None):
         """The generator's ``input_ids`` and ``attention_mask`` ``[B*K, S]``: ``title / text //
         question`` for each question's K documents, question b in rows b*K .. b*K+K-1 (the
-        question as :meth:`questions_as_read` gives it)."""
+        question as :meth:`questions_as_read` gives it). ``texts`` (``[B][K]`` strings) replaces
+        the passages' texts (counterfactual training, :meth:`forward`'s ``edits``)."""
         from ragtutor.generation import combined_input
 
-        sources = [combined_input(self.passages[i]["title"], self.passages[i]["text"], q)
-                   for q, row in zip(self.questions_as_read(questions), doc_ids.tolist())
-                   for i in row]
+        doc_ids = doc_ids.tolist()
+        if texts is None:
+            texts = [[self.passages[i]["text"] for i in row] for row in doc_ids]
+        sources = [combined_input(self.passages[i]["title"], text, q)
+                   for q, row, row_texts in zip(self.questions_as_read(questions), doc_ids, texts)
+                   for i, text in zip(row, row_texts)]
         batch = self.generator_tokenizer(sources, padding=True, return_tensors="pt")
         if batch.input_ids.shape[1] > self.max_source_length:
             longest = int(batch.attention_mask.sum(1).argmax())
@@ -328,19 +333,47 @@ class RAGModel(torch.nn.Module):
         # <s> y </s> without the <s>: the decoder starts from <s> itself (teacher_forcing).
         return [ids[1:] for ids in self.generator_tokenizer(answers).input_ids]
 
-    def forward(self, questions, answers):
+    def _apply_edits(self, edits, doc_ids, answers):
+        """The passages' texts ``[B][K]`` and the answers after counterfactual ``edits``."""
+        if len(edits) != len(answers):
+            raise ValueError(f"{len(answers)} answers but {len(edits)} edits")
+        texts, edited = [], list(answers)
+        for b, (edit, row) in enumerate(zip(edits, doc_ids.tolist())):
+            row_texts = [self.passages[i]["text"] for i in row]
+            if edit is not None:
+                old, new = edit
+                pattern = re.compile(r"\b" + re.escape(old) + r"\b")
+                if any(pattern.search(t) for t in row_texts):
+                    row_texts = [pattern.sub(new, t) for t in row_texts]
+                    edited[b] = new
+            texts.append(row_texts)
+        return texts, edited
+
+    def forward(self, questions, answers, edits=None):
         """The RAG negative log-likelihood of each answer, with what produced it.
 
         Returns a dict: ``loss`` (the mean over the batch), ``nll`` ``[B]``, ``doc_scores`` and
         ``doc_ids`` ``[B, K]``, ``logprobs`` ``[B, K, T, V]`` and ``target`` ``[B, T]`` (chapter 04's
         inputs: ``rag_sequence_nll(logprobs, doc_scores, target, pad_id)`` is ``nll``).
+
+        ``edits`` (counterfactual training, :func:`train_rag`'s ``counterfactual``): for each
+        question None or a pair ``(old, new)``; when one of its retrieved passages states ``old`` (a
+        whole word), the generator reads every retrieved passage with ``new`` in place of ``old``
+        and the target is ``new``: a knowledge base in which the fact is different. The scores stay
+        those of the stored passage vectors. With no retrieved passage stating ``old``, the
+        question trains on its answer as given.
         """
         questions = check_texts(questions)
-        answer_ids = self._answer_ids(answers)
-        if len(answer_ids) != len(questions):
-            raise ValueError(f"{len(questions)} questions but {len(answer_ids)} answers")
+        self._answer_ids(answers)  # checks the answers before anything is computed
+        answers = list(answers)
+        if len(answers) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
         doc_scores, doc_ids = self.retrieve_rows(questions)
-        input_ids, attention_mask = self.generator_inputs(questions, doc_ids)
+        texts = None
+        if edits is not None:
+            texts, answers = self._apply_edits(list(edits), doc_ids, answers)
+        answer_ids = self._answer_ids(answers)
+        input_ids, attention_mask = self.generator_inputs(questions, doc_ids, texts)
         config = self.generator.config
         decoder_input_ids, target = teacher_forcing(answer_ids, config.decoder_start_token_id,
                                                     config.pad_token_id)
@@ -616,7 +649,7 @@ def _checked_passages(passages):
 def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16, lr=5e-4,
               warmup=20, schedule="constant", weight_decay=0.0, dev=None, eval_every=None,
               keep_best=None, reindex_every=None, seed=0, log_every=10, stop_after=None,
-              progress=True):
+              counterfactual=0.0, progress=True):
     """Train a :class:`RAGModel` by its marginal likelihood on question dicts (``question`` and
     ``answers``; the first answer is the target). Uses no retrieval labels.
 
@@ -631,6 +664,13 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     re-encoded and the index rebuilt, its cost recorded. ``stop_after`` ends training after that
     many steps of the run that ``max_steps`` describes, its schedule unchanged: the start of a
     longer run, as the tests that reproduce a recorded run use it.
+
+    ``counterfactual`` (a share, 0 by default) is counterfactual training: each time a question
+    about a capital, currency, demonym or symbol is drawn, with this probability its answer is
+    replaced by an invented value (``ragtutor.reading.invent_for_training``, an inventory the
+    evaluations' invented values never come from) in every retrieved passage that states it and in
+    the target (``RAGModel.forward``'s ``edits``): a generator that has to write what the passage
+    says, not what it remembers — as Longpre et al. (2021) train readers on substituted answers.
 
     Returns the history: ``step``, ``loss`` (mean over each ``log_every`` steps), ``seconds``,
     ``eval`` (a list of dicts with ``step`` and the metrics), ``reindex_seconds`` and, with
@@ -649,7 +689,15 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     for i, q in enumerate(questions):
         if not q.get("answers"):
             raise ValueError(f"questions[{i}] has no answers to train on: {q!r}")
+    if isinstance(counterfactual, bool) or not 0.0 <= counterfactual <= 1.0:
+        raise ValueError(f"counterfactual is a probability in [0, 1], got {counterfactual!r}")
     rng = random.Random(seed)
+    edit_rng = random.Random(seed + 1)
+    if counterfactual:
+        from ragtutor.reading import counterfactual_edit, known_words, name_pieces
+        texts = [p["title"] + " " + p["text"] for p in model.passages]
+        texts += [q["question"] for q in questions] + [a for q in questions for a in q["answers"]]
+        known, pieces = known_words(), name_pieces(model.generator_tokenizer, texts)
 
     def draw():
         order = []
@@ -660,7 +708,12 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
             order = order[batch_size:]
 
     def loss(batch):
-        return model([q["question"] for q in batch], [q["answers"][0] for q in batch])["loss"]
+        edits = None
+        if counterfactual:
+            edits = [counterfactual_edit(q, edit_rng, known, pieces) if edit_rng.random() < counterfactual
+                     else None for q in batch]
+        return model([q["question"] for q in batch], [q["answers"][0] for q in batch],
+                     edits=edits)["loss"]
 
     def evaluate(model):
         metrics = model.evaluate(dev)

@@ -19,8 +19,8 @@ from ragtutor import data
 from ragtutor.generation import combined_input, generate_answers
 from ragtutor.metrics import exact_match
 
-__all__ = ["EDITED_RELATIONS", "known_words", "invent", "edited_passages", "irrelevant_passages",
-           "reading_check"]
+__all__ = ["EDITED_RELATIONS", "known_words", "invent", "name_pieces", "invent_for_training", "counterfactual_edit",
+           "edited_passages", "irrelevant_passages", "reading_check"]
 
 EDITED_RELATIONS = ("capital", "currency", "demonym", "symbol")
 _SYLLABLES = ["vel", "mar", "osk", "tru", "bani", "zor", "quel", "dra", "ith", "nox", "pel", "vash",
@@ -50,6 +50,75 @@ def invent(rng, relation, known):
                 value += rng.choice(["ian", "ese", "ic"])
         if value.lower() not in known:
             return value
+
+
+# Training's invented values (counterfactual training, ``ragtutor.rag_model.train_rag``) come from
+# another inventory: every one has a "c" or a "j" in its stem, a letter no syllable above has, and a
+# training symbol's second letter is none of the evaluation's. So no value that :func:`invent` makes
+# for an evaluation can ever have been a training target: evaluated values stay unseen.
+_TRAIN_SYMBOL_SECOND = "cfgkpy"
+
+
+def name_pieces(tokenizer, texts=()):
+    """The pieces a generator spells invented names with, each with how often to draw it:
+    ``((starts, start_weights), (middles, middle_weights))``. ``starts`` are the vocabulary's pieces
+    of at most four letters that begin a word with a capital letter ("▁Mar", as "Mar") and
+    ``middles`` those that go on one in small letters ("os"). The byte-pair merges leave many such
+    pieces behind that ``texts`` (the knowledge base a generator learns from) hardly ever contain,
+    so a generator trained on those texts alone has hardly ever written them (chapter 05): a piece
+    that occurs n times in ``texts`` is drawn with weight 1 / (1 + n), the rare ones most."""
+    counts = {}
+    for ids in (tokenizer(list(texts), add_special_tokens=False).input_ids if texts else []):
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+    starts, middles = ([], []), ([], [])
+    for piece, i in sorted(tokenizer.get_vocab().items()):
+        word = piece[1:] if piece.startswith("\u2581") else None
+        if word is not None and 1 <= len(word) <= 4 and word.isascii() and word.isalpha() \
+                and word[0].isupper() and word[1:] == word[1:].lower():
+            group = starts
+        elif word is None and len(piece) <= 4 and piece.isascii() and piece.isalpha() \
+                and piece.islower():
+            group, word = middles, piece
+        else:
+            continue
+        group[0].append(word)
+        group[1].append(1.0 / (1 + counts.get(i, 0)))
+    if not starts[0] or not middles[0]:
+        raise ValueError("the tokenizer has no word-initial capitalised pieces or no lower-case "
+                         "pieces to spell invented names with")
+    return starts, middles
+
+
+def invent_for_training(rng, relation, known, pieces):
+    """An invented value for counterfactual *training*, none of whose words is in ``known`` and
+    none of which :func:`invent` can ever make (see above). Names are spelt from the tokenizer's
+    ``pieces`` (:func:`name_pieces`, drawn by their weights): one word-initial piece and one to
+    three more, with a "c" or a "j" in the stem (a demonym's ending added); a symbol is a capital
+    letter and one of ``"cfgkpy"``."""
+    (starts, start_weights), (middles, middle_weights) = pieces
+    while True:
+        if relation == "symbol":
+            value = rng.choice("BCDFGHJKLMNPQRSTVWXZ") + rng.choice(_TRAIN_SYMBOL_SECOND)
+        else:
+            value = (rng.choices(starts, start_weights)[0]
+                     + "".join(rng.choices(middles, middle_weights, k=rng.randint(1, 3))))
+            if not {"c", "j"} & set(value.lower()):
+                continue
+            if relation == "demonym":
+                value += rng.choice(["ian", "ese", "ic"])
+        if value.lower() not in known:
+            return value
+
+
+def counterfactual_edit(question, rng, known, pieces):
+    """``(old, new)`` for a counterfactual training example, or None: ``old`` is the question's
+    first answer and ``new`` an invented value (:func:`invent_for_training`) for questions about
+    capitals, currencies, demonyms and symbols. ``RAGModel.forward(..., edits=)`` reads every
+    retrieved passage that states ``old`` with ``new`` in its place and trains on ``new``."""
+    if question.get("relation") not in EDITED_RELATIONS:
+        return None
+    return question["answers"][0], invent_for_training(rng, question["relation"], known, pieces)
 
 
 def edited_passages(questions, passages, seed=0, known=None):

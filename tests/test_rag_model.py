@@ -3,6 +3,7 @@ checked against chapter 04's losses computed by hand from the model's parts."""
 import copy
 import json
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -300,6 +301,52 @@ def test_reindexing_follows_a_training_passage_encoder(parts):
     with pytest.raises(ValueError, match="train_context_encoder=True"):
         train_rag(model_of(parts, n_docs=3), parts[4][:4], max_steps=1, reindex_every=1,
                   progress=False)
+
+
+def test_a_counterfactual_edit_changes_the_passages_read_and_the_target(parts):
+    """forward's ``edits``: when a retrieved passage states ``old``, every retrieved passage is read
+    with ``new`` in its place and the target is ``new``; otherwise nothing changes. The edited loss
+    equals the loss of the model reading passages edited the same way."""
+    model = model_of(parts, n_docs=3).eval()
+    pool = [q for q in parts[4] if q["answers"][0].isalpha()]
+
+    def states(q, row):
+        return any(re.search(r"\b" + re.escape(q["answers"][0]) + r"\b", model.passages[i]["text"])
+                   for i in row)
+
+    with torch.no_grad():
+        _, rows = model.retrieve_rows([q["question"] for q in pool])
+        flags = [states(q, row) for q, row in zip(pool, rows.tolist())]
+        questions = ([q for q, f in zip(pool, flags) if f][:3]
+                     + [q for q, f in zip(pool, flags) if not f][:3])
+        assert len(questions) == 6
+        texts, answers = [q["question"] for q in questions], [q["answers"][0] for q in questions]
+        plain = model(texts, answers)
+        stated = [states(q, row) for q, row in zip(questions, plain["doc_ids"].tolist())]
+        assert stated == [True] * 3 + [False] * 3
+        new = next(w for w in ("Europe", "Africa", "Asia") if w not in answers)  # spelt by the tiny tokenizer
+        edits = [(a, new) for a in answers]
+        edited = model(texts, answers, edits=edits)
+        tokenizer = model.generator_tokenizer
+        targets = tokenizer.batch_decode(edited["target"].clamp(min=0), skip_special_tokens=True)
+        assert [t.strip() for t in targets] == [new if s else a for a, s in zip(answers, stated)]
+        for b, s in enumerate(stated):
+            if not s:
+                assert edited["nll"][b] == plain["nll"][b]
+        # the same loss as the model reading passages that say so (its stored vectors unchanged)
+        b = stated.index(True)
+        other = copy.deepcopy(model)
+        for p in other.passages:
+            p["text"] = re.sub(r"\b" + re.escape(answers[b]) + r"\b", new, p["text"])
+        assert other([texts[b]], [new])["nll"].item() == pytest.approx(
+            edited["nll"][b].item(), abs=1e-6)
+        assert other([texts[b]], [new])["nll"].item() != pytest.approx(
+            model([texts[b]], [new])["nll"].item(), abs=1e-6)  # a tiny random reader barely reads
+    with pytest.raises(ValueError, match="6 answers but 2 edits"):
+        model(texts, answers, edits=edits[:2])
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="counterfactual is a probability"):
+            train_rag(model, questions, max_steps=1, counterfactual=bad, progress=False)
 
 
 def test_train_rag_needs_a_stopping_rule(parts):

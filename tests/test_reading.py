@@ -75,3 +75,49 @@ def test_reading_check_reads_the_question_as_told(kb):
     assert seen == [q["question"] for q in questions[:4]]
     with pytest.raises(ValueError, match="no questions"):
         reading_check(reader, tokenizer, [], passages)
+
+
+def test_training_never_invents_a_value_an_evaluation_can_invent():
+    """Counterfactual training (train_rag's ``counterfactual``) writes invented values of its own:
+    none may be one that the evaluations' ``invent`` makes, or an evaluated value would no longer
+    be unseen. Training stems hold a "c" or a "j", which no evaluation syllable has, and training
+    symbols end in letters evaluation symbols never do; 4,000 draws of each side are checked."""
+    import random
+
+    from ragtutor.generation import load_checkpoint
+    from ragtutor.reading import _SYLLABLES, invent, invent_for_training, name_pieces
+
+    assert not {"c", "j"} & set("".join(_SYLLABLES))
+    known = known_words()
+    _, tokenizer, _ = load_checkpoint("reader")
+    pieces = name_pieces(tokenizer)
+    assert all(tokenizer.tokenize(" " + s)[0] == "\u2581" + s for s in pieces[0][0][:50])
+    for relation in EDITED_RELATIONS:
+        rng_train, rng_eval = random.Random(1), random.Random(2)
+        trained = {invent_for_training(rng_train, relation, known, pieces) for _ in range(1000)}
+        evaluated = {invent(rng_eval, relation, known) for _ in range(1000)}
+        assert not trained & evaluated, relation
+        assert not {v.lower() for v in trained} & known
+        if relation == "symbol":
+            assert {v[1] for v in trained} <= set("cfgkpy") and not {v[1] for v in evaluated} & set("cfgkpy")
+        else:
+            stems = [v[:-3] if relation == "demonym" and v.endswith(("ian", "ese")) else
+                     v[:-2] if relation == "demonym" else v for v in trained]
+            assert all({"c", "j"} & set(s.lower()) for s in stems), relation
+    with pytest.raises(ValueError, match="no word-initial"):
+        name_pieces(type("T", (), {"get_vocab": lambda self: {"a": 0}})())
+
+
+def test_a_counterfactual_edit_is_only_for_the_edited_relations(kb):
+    import random
+
+    from ragtutor.reading import counterfactual_edit
+
+    _, questions = kb
+    rng, known, pieces = random.Random(0), known_words(), ((["Mar"], [1.0]), (["cos"], [1.0]))
+    for q in questions[:60]:
+        edit = counterfactual_edit(q, rng, known, pieces)
+        if q["relation"] in EDITED_RELATIONS:
+            assert edit[0] == q["answers"][0] and edit[1] != edit[0]
+        else:
+            assert edit is None
