@@ -60,7 +60,13 @@ def main(argv=None):
             f"Measured with `python benchmarks/invented_values.py` on {machine()}.", "",
             f"The gold passage of {len(cases)} test questions about capitals, currencies, demonyms "
             "and symbols, rewritten to state an invented value whose words occur nowhere in the "
-            "knowledge base, given to:", "", *lines])
+            "knowledge base (nor among the invented names the final models' generators were "
+            "trained on: `ragtutor.reading.invent_for_training` draws from another inventory), "
+            "given to:", "", *lines, "",
+            "The final models' joint training was counterfactual (`scripts/train_rag.py`): every "
+            "drawn question about a capital, currency, demonym or symbol had its answer swapped for "
+            "an invented name in the retrieved passages and the target, names spelt from the "
+            "tokenizer's rarely written pieces (chapter 05, section 5b)."])
         write_section(RESULTS_MD, section, "<!-- invented:begin -->", "<!-- invented:end -->")
         print(f"-> {RESULTS_MD}")
 
