@@ -10,10 +10,19 @@ contract), ``sparse`` (chapter 01), ``dense`` and ``index`` (chapter 02), ``toke
 builder, the benchmarks' records).
 docs/design.md draws the map.
 """
+from pathlib import Path
+
 from ragtutor.environment import check_environment, set_seed
 
 __version__ = "0.1.0"
-__all__ = ["set_seed", "check_environment", "RAGModel", "__version__"]
+__all__ = ["set_seed", "check_environment", "RAGModel", "REPOSITORY_DIR", "CHECKPOINT_DIR",
+           "BENCHMARKS_DIR", "__version__"]
+
+# The repository's folders, found from the package itself, so that a notebook (or a student copy
+# of it, wherever it was written) reads the same files whatever its working directory.
+REPOSITORY_DIR = Path(__file__).resolve().parent.parent
+CHECKPOINT_DIR = REPOSITORY_DIR / "checkpoints"
+BENCHMARKS_DIR = REPOSITORY_DIR / "benchmarks"
 
 
 def __getattr__(name):

@@ -38,7 +38,7 @@ __all__ = ["SPECIAL_TOKENS", "TITLE_SEP", "DOC_SEP", "CHECKPOINT_DIR", "train_to
            "reader_sources", "reader_batches", "closed_book_questions", "closed_book_batches",
            "evaluate_qa", "load_checkpoint"]
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"  # = ragtutor.CHECKPOINT_DIR
 # Hugging Face's RagConfig defaults: the generator reads
 # title + TITLE_SEP + text + DOC_SEP + question.
 TITLE_SEP, DOC_SEP = " / ", " // "

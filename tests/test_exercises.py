@@ -577,3 +577,32 @@ def test_ch07_faithfulness(slip, hint, capsys):
         assert capsys.readouterr().out.startswith("✓ Exercise 7.3 passed")
     else:
         assert hint in failure_of(exercises.ch07_faithfulness, faithfulness)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_a_chapters_code_finds_the_repositorys_files_from_anywhere(chapter):
+    """A student copy may be written anywhere (``--out ~/class-2027``): a chapter's code must find
+    checkpoints/, benchmarks/ and data/ through the package (ragtutor.CHECKPOINT_DIR,
+    ragtutor.BENCHMARKS_DIR, ragtutor.data), never by a path relative to the notebook's folder."""
+    import ragtutor
+
+    notebook = nbformat.read(chapter, as_version=4)
+    relative = [(i, line.strip()) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+                for line in cell.source.splitlines() if re.search(r"""["']\.\.[/\\]""", line)]
+    assert not relative, relative
+    assert ragtutor.CHECKPOINT_DIR == ROOT / "checkpoints" and (ragtutor.CHECKPOINT_DIR / "reader").is_dir()
+    assert ragtutor.BENCHMARKS_DIR == ROOT / "benchmarks"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_worked_solutions_are_collapsed_until_asked_for_and_shown_as_stubs_in_copies(chapter):
+    """A self-paced learner opens the instructor notebooks: each cell tagged ``solution`` has its
+    input collapsed (JupyterLab's ``jupyter.source_hidden``), so the exercise comes first; the
+    student copy's stubs are not collapsed."""
+    notebook = nbformat.read(chapter, as_version=4)
+    solutions = [cell for cell in notebook.cells if student.SOLUTION_TAG in cell.metadata.get("tags", [])]
+    if not solutions:
+        pytest.skip(f"{chapter.name} has no worked solutions")
+    assert all(cell.metadata.get("jupyter", {}).get("source_hidden") is True for cell in solutions)
+    copy = student.student_copy(notebook, chapter.name)
+    assert not any(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in copy.cells)

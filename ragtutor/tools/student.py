@@ -12,6 +12,10 @@ The convention (notebooks/README.md explains it to teachers):
   cell above that mentions an exercise number does;
 - a markdown cell tagged ``solution`` (a worked explanation) is left out.
 
+In the instructor notebooks every cell tagged ``solution`` is collapsed (its metadata
+``jupyter.source_hidden``): a learner working from them sees the exercise first and opens the
+worked solution with a click. The student copy shows its stubs.
+
 Anything else that looks like a solution is an error, never a silent leak: markers in an untagged
 cell or in a markdown or raw cell, a marker in another spelling ("### BEGIN SOLUTION",
 "# BEGIN_SOLUTION"), a tag spelt otherwise ("Solution", "solutions"), a tagged code cell without
@@ -21,6 +25,9 @@ Student copies have no outputs. From the repository root:
 
     python -m ragtutor.tools.student                     # notebooks/*.ipynb -> student/
     python -m ragtutor.tools.student notebooks/01_sparse_retrieval.ipynb --out /tmp/class
+
+A copy runs wherever it is written: the chapters find the repository's files through the package
+(``ragtutor.CHECKPOINT_DIR``, ``ragtutor.BENCHMARKS_DIR``), not by paths relative to their folder.
 """
 import argparse
 import ast
@@ -137,6 +144,11 @@ def student_copy(nb, name="notebook"):
             cell.metadata["tags"] = [tag for tag in tags if tag != SOLUTION_TAG]
             if not cell.metadata["tags"]:
                 cell.metadata.pop("tags")
+            # The instructor notebooks collapse a solution's input until asked for; the student's
+            # stub is there to be written in, so it is shown.
+            cell.metadata.get("jupyter", {}).pop("source_hidden", None)
+            if "jupyter" in cell.metadata and not cell.metadata["jupyter"]:
+                cell.metadata.pop("jupyter")
         elif has_markers and cell.cell_type == "code":
             raise ValueError(f"{where}: has solution markers but is not tagged '{SOLUTION_TAG}'; "
                              "tag it, or its solution would reach the students")
