@@ -606,3 +606,21 @@ def test_worked_solutions_are_collapsed_until_asked_for_and_shown_as_stubs_in_co
     assert all(cell.metadata.get("jupyter", {}).get("source_hidden") is True for cell in solutions)
     copy = student.student_copy(notebook, chapter.name)
     assert not any(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in copy.cells)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_the_colab_cell_installs_only_on_colab(chapter):
+    """Each chapter's first code cell (tagged ``colab``) clones and installs the course on Google
+    Colab and does nothing anywhere else: every shell command sits under the Colab guard, and the
+    cell, as IPython runs it, compiles. (Run under nbval, it must also leave no output.)"""
+    notebook = nbformat.read(chapter, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    first = code[0]
+    assert "colab" in first.metadata.get("tags", []) and not first.outputs
+    lines = first.source.splitlines()
+    guard = next(i for i, line in enumerate(lines) if line == 'if "google.colab" in sys.modules:')
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(("!", "%")) or "sys.path.insert" in line:
+            assert i > guard and line.startswith("    "), line
+    compile(TransformerManager().transform_cell(first.source), chapter.name, "exec")
+    assert sum("google.colab" in cell.source for cell in code) == 1
