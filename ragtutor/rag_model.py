@@ -710,8 +710,8 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     def loss(batch):
         edits = None
         if counterfactual:
-            edits = [counterfactual_edit(q, edit_rng, known, pieces) if edit_rng.random() < counterfactual
-                     else None for q in batch]
+            edits = [counterfactual_edit(q, edit_rng, known, pieces)
+                     if edit_rng.random() < counterfactual else None for q in batch]
         return model([q["question"] for q in batch], [q["answers"][0] for q in batch],
                      edits=edits)["loss"]
 

@@ -19,8 +19,8 @@ from ragtutor import data
 from ragtutor.generation import combined_input, generate_answers
 from ragtutor.metrics import exact_match
 
-__all__ = ["EDITED_RELATIONS", "known_words", "invent", "name_pieces", "invent_for_training", "counterfactual_edit",
-           "edited_passages", "irrelevant_passages", "reading_check"]
+__all__ = ["EDITED_RELATIONS", "known_words", "invent", "name_pieces", "invent_for_training",
+           "counterfactual_edit", "edited_passages", "irrelevant_passages", "reading_check"]
 
 EDITED_RELATIONS = ("capital", "currency", "demonym", "symbol")
 _SYLLABLES = ["vel", "mar", "osk", "tru", "bani", "zor", "quel", "dra", "ith", "nox", "pel", "vash",
