@@ -66,7 +66,8 @@ def report(args):
     lines = ["## `.ci/run`: where the time goes", "",
              f"Measured with `bash .ci/run` on a fresh clone, {runs[0]['machine']}; summaries by "
              "`python benchmarks/ci_times.py`. Install: a fresh virtual environment and "
-             "`pip install -r requirements.txt -e .` on a machine where pip already had the "
+             "`python scripts/install.py` (pip on requirements.txt, then requirements-site.txt, and "
+             "Debian's chromium where missing) on a machine where pip already had the "
              "packages (a first download adds its own time). Tests: the README's `pytest`, on "
              "both cores. The three groups add up each test's duration over "
              "the two workers (worker time), so they exceed the tests' wall time. Budget: "

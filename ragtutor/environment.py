@@ -121,7 +121,7 @@ def check_environment(verbose=True, cgroup_root=CGROUP_ROOT):
                         f"{TESTED_PYTHON[0]}.{TESTED_PYTHON[1]}; most things should still work.")
     missing = [name for name, v in versions.items() if v is None and name != "ragtutor"]
     if missing:
-        warnings.append(f"not installed: {', '.join(missing)}. Run: pip install -r requirements.txt")
+        warnings.append(f"not installed: {', '.join(missing)}. Run: python scripts/install.py (the README's quick start)")
     if versions["ragtutor"] is None:
         warnings.append("ragtutor is imported from the source tree but not installed. "
                         "Run: pip install -e .")
