@@ -284,7 +284,8 @@ def test_staging_lays_out_the_site_as_the_repository(repository, tmp_path_factor
     staging = tmp_path_factory.mktemp("staging")
     assert site.stage(staging, repository) == ["notebooks/01_first.ipynb"]
     home = (staging / "index.md").read_text(encoding="utf-8")
-    assert "mybinder.org/badge_logo.svg" not in home and home.startswith("# The course")
+    # The badge, an image on a remote server, is a plain link on the site.
+    assert "badge_logo.svg" not in home and "[Open the course on Binder](https://mybinder.org/v2/gh/x)" in home
     assert (staging / "scripts" / "train.py").is_file()  # a linked file becomes a download
     assert (staging / "docs" / "figures" / "map.svg").is_file()
     guide = (staging / "docs" / "teachers_guide.md").read_text(encoding="utf-8")
@@ -301,9 +302,10 @@ def test_staging_collapses_solutions_and_drops_the_colab_cell(repository, tmp_pa
     assert "remove-cell" in colab["metadata"]["tags"]
     assert marked["source"] == "print(1)\n"
     assert "hide-cell" in code["metadata"]["tags"]
+    assert code["source"] == "x = 1\n"  # the markers say nothing to a reader
     assert code["metadata"]["mystnb"]["code_prompt_show"] == "Show solution"
     # The drop-down's fence is longer than any run of colons inside it.
-    assert explanation["source"].startswith(":::::{admonition} Solution\n:class: dropdown\n")
+    assert explanation["source"].startswith(":::::{admonition} Solution\n:class: dropdown tip\n")
     assert explanation["source"].rstrip().endswith("\n:::::")
 
 

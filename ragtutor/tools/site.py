@@ -10,12 +10,12 @@ notebooks are rendered with the outputs they were committed with, so the site sh
 the tests check. The build copies what the site shows into a staging folder, laid out as in the
 repository so that every relative link keeps working, and changes the copies only:
 
-- the README becomes the home page (its Binder badge, an image on a remote server, is left out);
+- the README becomes the home page, its Binder badge (an image on a remote server) a plain link;
 - a code cell tagged ``solution`` is collapsed behind a "Show solution" button, and a markdown
   cell tagged ``solution`` (a worked explanation) behind a "Solution" drop-down: the reader sees
   each exercise first, as in JupyterLab;
 - the cell tagged ``colab`` (it does something on Google Colab only) is left out, and so are the
-  test suite's ``# NBVAL_...`` marker lines;
+  test suite's ``# NBVAL_...`` marker lines and the solutions' ``# BEGIN SOLUTION`` markers;
 - a repository file that a page links to, a script or a module, is copied along and becomes a
   download link.
 
@@ -47,12 +47,14 @@ PAGES = [
     "docs/teachers_guide.md",
     "notebooks/README.md",
 ]
-_REMOTE_IMAGE_LINE = re.compile(r"^\s*\[?!\[[^\]]*\]\(https?://[^)]*\)")
+# A badge: a linked image on a remote server, "[![label](https://image)](https://target)".
+_BADGE = re.compile(r"^\s*\[!\[([^\]]*)\]\(https?://[^)]*\)\]\((https?://[^)]*)\)\s*$")
+_SOLUTION_MARKER = re.compile(r"^\s*#\s*(BEGIN|END) SOLUTION\s*$")
 _NBVAL_MARKER = re.compile(r"^\s*#\s*NBVAL_[A-Z_]+\s*$")
 _LOCAL_LINK = re.compile(r"\]\(([^)\s#]+)(#[^)\s]*)?\)")
 
 _CONFIG = """\
-title: "ragtutor: Retrieval-Augmented Generation from the ground up"
+title: ragtutor
 author: the ragtutor authors
 copyright: "2026"
 only_build_toc_files: true
@@ -66,7 +68,7 @@ html:
   use_issues_button: false
   use_edit_page_button: false
   use_download_button: true
-  home_page_in_navbar: true
+  home_page_in_navbar: false
 launch_buttons:
   notebook_interface: classic
   binderhub_url: ""
@@ -81,6 +83,18 @@ sphinx:
     # No ipywidgets manager from a CDN: the chapters' stored outputs hold no live widgets.
     nb_ipywidgets_js: {}
     html_show_sourcelink: false
+    # A wider text column (the chapters' code and outputs are up to ~100 characters wide), and
+    # outputs wrapped rather than cut at the edge.
+    html_css_files: [ragtutor.css]
+"""
+
+
+_CSS = """\
+/* ragtutor: room for ~100-character code lines; long outputs wrap instead of scrolling. */
+.bd-page-width { max-width: 100rem; }
+.bd-main .bd-content .bd-article-container { max-width: 70rem; }
+div.cell_output pre { white-space: pre-wrap; word-break: break-word; }
+div.cell_output img { max-width: 100%; height: auto; }
 """
 
 
@@ -105,17 +119,21 @@ def _site_notebook(path):
             cell["metadata"]["tags"] = tags + ["remove-cell"]
         elif "solution" in tags and cell["cell_type"] == "code":
             cell["metadata"]["tags"] = tags + ["hide-cell"]
+            lines = cell["source"].splitlines(keepends=True)
+            cell["source"] = "".join(line for line in lines if not _SOLUTION_MARKER.match(line))
             cell["metadata"]["mystnb"] = {"code_prompt_show": "Show solution",
                                           "code_prompt_hide": "Hide solution"}
         elif "solution" in tags and cell["cell_type"] == "markdown":
             source = "".join(cell["source"])
             fence = ":" * max(4, 1 + max((len(m) for m in re.findall(r"^:+", source, re.M)), default=0))
-            cell["source"] = f"{fence}{{admonition}} Solution\n:class: dropdown\n{source}\n{fence}\n"
+            cell["source"] = f"{fence}{{admonition}} Solution\n:class: dropdown tip\n{source}\n{fence}\n"
     return json.dumps(nb, ensure_ascii=False, indent=1)
 
 
 def _home_page(readme):
-    lines = [line for line in readme.splitlines() if not _REMOTE_IMAGE_LINE.match(line)]
+    """The README as the home page: a badge (an image on a remote server) becomes a plain link."""
+    lines = [_BADGE.sub(lambda m: f"[Open the course on {m.group(1)}]({m.group(2)})", line)
+             for line in readme.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +178,8 @@ def stage(staging, source_root=REPOSITORY_DIR):
     if missing:
         raise FileNotFoundError(f"the site's pages {missing} are missing under {source_root}")
     (staging / "_config.yml").write_text(_CONFIG, encoding="utf-8")
+    (staging / "_static").mkdir()
+    (staging / "_static" / "ragtutor.css").write_text(_CSS, encoding="utf-8")
     (staging / "_toc.yml").write_text(_toc(chapters), encoding="utf-8")
     readme = (source_root / "README.md").read_text(encoding="utf-8")
     (staging / "index.md").write_text(_home_page(readme), encoding="utf-8")
