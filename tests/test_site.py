@@ -274,6 +274,7 @@ def repository(tmp_path):
         _cell("code", "# NBVAL_CHECK_OUTPUT\nprint(1)\n"),
         _cell("code", "# BEGIN SOLUTION\nx = 1\n# END SOLUTION", ["solution"]),
         _cell("markdown", "Why: ::: colons\n:::: four", ["solution"]),
+        _cell("code", "check(x)"),
     ])
     (tmp_path / "notebooks").mkdir(exist_ok=True)
     (tmp_path / "notebooks" / "01_first.ipynb").write_text(json.dumps(chapter), encoding="utf-8")
@@ -298,8 +299,11 @@ def test_staging_collapses_solutions_and_drops_the_colab_cell(repository, tmp_pa
     staging = tmp_path_factory.mktemp("staging")
     site.stage(staging, repository)
     cells = json.loads((staging / "notebooks" / "01_first.ipynb").read_text(encoding="utf-8"))["cells"]
-    colab, _, marked, code, explanation = cells
+    colab, _, marked, code, explanation, check = cells
     assert "remove-cell" in colab["metadata"]["tags"]
+    assert "hide-output" in check["metadata"]["tags"]  # after the exercises begin
+    assert "hide-output" in marked["metadata"]["tags"]
+    assert "hide-output" not in colab["metadata"]["tags"]
     assert marked["source"] == "print(1)\n"
     assert "hide-cell" in code["metadata"]["tags"]
     assert code["source"] == "x = 1\n"  # the markers say nothing to a reader

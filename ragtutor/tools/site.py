@@ -13,7 +13,8 @@ repository so that every relative link keeps working, and changes the copies onl
 - the README becomes the home page, its Binder badge (an image on a remote server) a plain link;
 - a code cell tagged ``solution`` is collapsed behind a "Show solution" button, and a markdown
   cell tagged ``solution`` (a worked explanation) behind a "Solution" drop-down: the reader sees
-  each exercise first, as in JupyterLab;
+  each exercise first, as in JupyterLab; after the cell tagged ``exercises``, the outputs of the
+  other code cells are collapsed too, since a check's output can give an answer away;
 - the cell tagged ``colab`` (it does something on Google Colab only) is left out, and so are the
   test suite's ``# NBVAL_...`` marker lines and the solutions' ``# BEGIN SOLUTION`` markers;
 - a repository file that a page links to, a script or a module, is copied along and becomes a
@@ -109,8 +110,13 @@ def _toc(chapters):
 def _site_notebook(path):
     """The notebook as the site shows it: solutions collapsed, the Colab cell left out."""
     nb = json.loads(path.read_text(encoding="utf-8"))
-    for cell in nb["cells"]:
+    starts = [i for i, c in enumerate(nb["cells"]) if "exercises" in c["metadata"].get("tags", [])]
+    for i, cell in enumerate(nb["cells"]):
         tags = cell["metadata"].get("tags", [])
+        if starts and i > starts[0] and cell["cell_type"] == "code" and "solution" not in tags:
+            # In "Check yourself", a check's output can give an exercise's answer away.
+            tags = tags + ["hide-output"]
+            cell["metadata"]["tags"] = tags
         if cell["cell_type"] == "code":
             # The test suite's markers (nbval's "# NBVAL_CHECK_OUTPUT") say nothing to a reader.
             lines = "".join(cell["source"]).splitlines(keepends=True)
