@@ -59,7 +59,7 @@ def main(argv=None):
             cells.append(f"hit@{k} {np.mean(hits):.3f} ({low:.3f}-{high:.3f})")
         print(f"{name}: " + ", ".join(cells))
         lines.append(f"- {name}: " + ", ".join(cells) + ".")
-    truths = [rec.reason_is_true(r, u["liked"], entities)
+    truths = [rec.reason_is_true(r, entities)
               for rs, u in zip(recommendations, users) for r in rs]
     tastes = [recommender.taste(u["liked"]) for u in users]
     relation_right = np.mean([t is not None and t[0] == u["taste"].split("=")[0]

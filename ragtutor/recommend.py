@@ -115,13 +115,15 @@ def build_users(entities, n_users=100, history=4, seed=0, min_members=6, max_mem
 
 @dataclass
 class Recommendation:
-    """One recommended entity, the shared (relation, value) it was chosen for, and the reason."""
+    """One recommended entity, the shared (relation, value) it was chosen for, the reason, the
+    liked entities the reason names and the passage the candidate's value was read from."""
 
     entity_id: str
     name: str
     relation: str
     value: str
     reason: str
+    named: tuple = field(repr=False)
     citation: str = field(repr=False)
 
 
@@ -224,7 +226,8 @@ class Recommender:
                     and self.entities[entity_id]["domain"] == domain):
                 candidates.append(entity_id)
         reads = self.read([(c, relation) for c in candidates])
-        like = ", ".join(self.entities[e]["name"] for e in sharers[:3])
+        named = tuple(sharers[:3])
+        like = ", ".join(self.entities[e]["name"] for e in named)
         out = []
         for entity_id in candidates:
             answer, _, _, cited = reads[(entity_id, relation)]
@@ -232,7 +235,7 @@ class Recommender:
                 said = TASTE_RELATIONS[domain][relation].format(value=written)
                 name = self.entities[entity_id]["name"]
                 out.append(Recommendation(entity_id, name, relation, value,
-                                          f"{name} {said}, like {like}", cited))
+                                          f"{name} {said}, like {like}", named, cited))
                 if len(out) == k:
                     break
         return out
@@ -264,10 +267,9 @@ def random_ranking(entities, liked, k, rng):
     return [pool[i] for i in rng.choice(len(pool), size=min(k, len(pool)), replace=False)]
 
 
-def reason_is_true(recommendation, liked, entities):
+def reason_is_true(recommendation, entities):
     """Whether the recommendation's stated (relation, value) is true, by the knowledge base's
-    answers, of the recommended entity and of every liked entity the reason names (its sharers)."""
+    answers, of the recommended entity and of every liked entity the reason names."""
     by_id = {e["id"]: e for e in entities}
-    named = [e for e in liked if by_id[e]["name"] in recommendation.reason.split(", like ", 1)[-1]]
     return all(recommendation.value in _values(by_id[e], recommendation.relation)
-               for e in [recommendation.entity_id] + named)
+               for e in (recommendation.entity_id, *recommendation.named))

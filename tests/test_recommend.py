@@ -100,7 +100,8 @@ def test_the_recommender_finds_what_the_liked_share_and_says_so_truly(kb, bm25):
     by_id = {e["id"]: e for e in entities}
     for r in out:
         assert "euro" in {rec.normalize_answer(c["name"]) for c in by_id[r.entity_id]["facts"]["currencies"]}
-        assert r.reason.startswith(f"{r.name} uses the euro, like ") and rec.reason_is_true(r, liked, entities)
+        assert r.reason.startswith(f"{r.name} uses the euro, like ") and rec.reason_is_true(r, entities)
+        assert set(r.named) <= set(liked) and len(r.named) == 3
 
 
 def test_a_declined_candidate_is_not_recommended_and_reads_are_cached(kb, bm25):
@@ -120,8 +121,11 @@ def test_a_declined_candidate_is_not_recommended_and_reads_are_cached(kb, bm25):
 def test_a_false_reason_is_caught(kb):
     entities, _ = kb
     wrong = rec.Recommendation("DEU", "Germany", "currency", "us dollar",
-                               "Germany uses the US dollar, like France", "DEU/economy")
-    assert not rec.reason_is_true(wrong, ["FRA"], entities)
+                               "Germany uses the US dollar, like France", ("FRA",), "DEU/economy")
+    assert not rec.reason_is_true(wrong, entities)
+    right_of_germany_only = rec.Recommendation("DEU", "Germany", "currency", "euro",
+                                               "Germany uses the euro, like Japan", ("JPN",), "DEU/economy")
+    assert not rec.reason_is_true(right_of_germany_only, entities)
 
 
 def test_nothing_shared_gives_no_recommendation(kb, bm25):
