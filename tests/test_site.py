@@ -221,6 +221,9 @@ def test_a_chapter_page_renders_offline(browser, built, chapter):
     assert len(state["images"]) >= _stored_images(chapter), chapter.name
     broken = [src for src, shown in state["images"] if not shown]
     assert not broken, f"{chapter.name}: images that did not load: {broken}"
+    # ... and each figure of an output opens at full size with a click.
+    unlinked = [img.get("src") for img in soup.select("div.cell_output img") if not img.find_parent("a")]
+    assert not unlinked, f"{chapter.name}: figures without a full-size link: {unlinked}"
 
 
 @pytest.mark.slow

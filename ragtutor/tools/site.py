@@ -87,6 +87,8 @@ sphinx:
     # A wider text column (the chapters' code and outputs are up to ~100 characters wide), and
     # outputs wrapped rather than cut at the edge.
     html_css_files: [ragtutor.css]
+    # A click on a figure opens it at full size (wide plots are shrunk to the column).
+    html_js_files: [ragtutor.js]
 """
 
 
@@ -96,6 +98,21 @@ _CSS = """\
 .bd-main .bd-content .bd-article-container { max-width: 70rem; }
 div.cell_output pre { white-space: pre-wrap; word-break: break-word; }
 div.cell_output img { max-width: 100%; height: auto; }
+"""
+
+
+_JS = """\
+// ragtutor: each figure of a chapter's outputs links to itself, to be seen at full size.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("div.cell_output img").forEach((img) => {
+    if (img.closest("a")) return;
+    const link = document.createElement("a");
+    link.href = img.getAttribute("src");
+    link.title = "Open the figure at full size";
+    img.replaceWith(link);
+    link.appendChild(img);
+  });
+});
 """
 
 
@@ -186,6 +203,7 @@ def stage(staging, source_root=REPOSITORY_DIR):
     (staging / "_config.yml").write_text(_CONFIG, encoding="utf-8")
     (staging / "_static").mkdir()
     (staging / "_static" / "ragtutor.css").write_text(_CSS, encoding="utf-8")
+    (staging / "_static" / "ragtutor.js").write_text(_JS, encoding="utf-8")
     (staging / "_toc.yml").write_text(_toc(chapters), encoding="utf-8")
     readme = (source_root / "README.md").read_text(encoding="utf-8")
     (staging / "index.md").write_text(_home_page(readme), encoding="utf-8")
