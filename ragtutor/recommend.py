@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ragtutor.metrics import normalize_answer
-from ragtutor.templates import QUESTIONS, RELATIONS
+from ragtutor.templates import QUESTIONS
 
 __all__ = ["TASTE_RELATIONS", "Taste", "tastes", "build_users", "Recommendation", "Recommender",
            "hit_rate", "popularity_ranking", "random_ranking", "reason_is_true"]
@@ -172,8 +172,7 @@ class Recommender:
         weigh, and a candidate is recommended only on a confident answer (:meth:`recommend`)."""
         liked = self._check_liked(liked)
         domain = self.entities[liked[0]]["domain"]
-        relations = [r for r in TASTE_RELATIONS[domain] if RELATIONS[r][0] == domain]
-        reads = self.read([(e, r) for e in liked for r in relations])
+        reads = self.read([(e, r) for e in liked for r in TASTE_RELATIONS[domain]])
         sharers, written = defaultdict(list), {}
         for (entity_id, relation), (_, guess, as_written, _) in reads.items():
             if guess is not None:

@@ -176,3 +176,11 @@ def test_bad_settings_are_refused(kb, bm25):
     recommender = rec.Recommender(_Reader(entities), bm25, passages, entities)
     with pytest.raises(ValueError, match="k must be"):
         recommender.recommend(["FRA", "DEU"], k=0)
+
+
+def test_each_taste_relation_is_a_question_of_its_domain():
+    from ragtutor.templates import RELATIONS
+
+    for domain, relations in rec.TASTE_RELATIONS.items():
+        for relation in relations:
+            assert RELATIONS[relation][0] == domain and relation in rec.QUESTIONS, relation
