@@ -24,7 +24,9 @@ REMEDIES = {"retriever": "python scripts/train_retriever.py",
             "rag_sequence": "python scripts/train_rag.py --variant sequence",
             "rag_token_reader_frozen": "python scripts/train_rag.py --variant token --freeze-generator",
             "rag_sequence_reader_frozen":
-                "python scripts/train_rag.py --variant sequence --freeze-generator"}
+                "python scripts/train_rag.py --variant sequence --freeze-generator",
+            "profile_fid": "python scripts/train_profiles.py --only fid",
+            "profile_rag_token": "python scripts/train_profiles.py --only rag_token"}
 
 
 class ChecksumError(RuntimeError):

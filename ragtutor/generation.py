@@ -317,15 +317,17 @@ def evaluate_qa(model, tokenizer, sources, questions, num_beams=1):
 def load_checkpoint(name, folder=None):
     """Load one of the course's trained models offline: ``(model, tokenizer, record)``.
 
-    ``name`` is "reader" or "closed_book", a folder of ``folder`` (default :data:`CHECKPOINT_DIR`,
-    ``checkpoints/`` in the repository) written by ``scripts/train_generation.py``. ``record`` is
+    ``name`` is "reader" or "closed_book" (written by ``scripts/train_generation.py``) or a profile
+    generator, "profile_fid" or "profile_rag_token" (``scripts/train_profiles.py``): a folder of
+    ``folder`` (default :data:`CHECKPOINT_DIR`, ``checkpoints/`` in the repository). ``record`` is
     its ``training.json``: command, seed, configuration, curves and the metrics reached. Every file
     is checked against the folder's ``MANIFEST.sha256`` first (:mod:`ragtutor.checksums`).
     """
     path = Path(folder or CHECKPOINT_DIR) / name
     if not (path / "model.safetensors").is_file() or not (path / "training.json").is_file():
+        script = "train_profiles.py" if name.startswith("profile_") else "train_generation.py"
         raise FileNotFoundError(f"no complete checkpoint in {path}: run `python "
-                                "scripts/train_generation.py` from the repository root")
+                                f"scripts/{script}` from the repository root")
     verify_manifest(path, required=True)  # a changed byte would give wrong answers, not an error
     model = load_weights(BartForConditionalGeneration, path).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)

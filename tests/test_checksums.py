@@ -11,7 +11,8 @@ from ragtutor.generation import CHECKPOINT_DIR, load_checkpoint
 from ragtutor.rag_model import RAGModel
 
 SHIPPED = ("retriever", "reader", "closed_book", "rag_token", "rag_sequence",
-           "rag_token_reader_frozen", "rag_sequence_reader_frozen")
+           "rag_token_reader_frozen", "rag_sequence_reader_frozen", "profile_fid",
+           "profile_rag_token")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

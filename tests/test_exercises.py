@@ -579,6 +579,70 @@ def test_ch07_faithfulness(slip, hint, capsys):
         assert hint in failure_of(exercises.ch07_faithfulness, faithfulness)
 
 
+# Chapter 08.
+
+@pytest.mark.parametrize("slip, hint", [
+    (None, None),
+    ("repeats", "Sets make a repeated fact count once"),
+    ("empty", "0 when nothing is stated"),
+    ("swapped", "precision divides the right stated facts"),
+])
+def test_ch08_fact_scores(slip, hint, capsys):
+    def fact_scores(stated, truth):
+        stated = list(stated) if slip == "repeats" else set(stated)
+        right = sum(1 for s in stated if s in set(truth))
+        if not stated:
+            return (1.0 if slip == "empty" else 0.0), 0.0
+        precision, recall = right / len(stated), right / len(set(truth))
+        return (recall, precision) if slip == "swapped" else (precision, recall)
+
+    if hint is None:
+        exercises.ch08_fact_scores(fact_scores)
+        assert capsys.readouterr().out.startswith("✓ Exercise 8.1 passed")
+    else:
+        assert hint in failure_of(exercises.ch08_fact_scores, fact_scores)
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (None, None),
+    ("product", "that multiplies the passages' distributions"),
+    ("no prior", "weight each passage's probabilities by its prior"),
+    ("uniform", "torch.logsumexp(log_prior[:, None] + logprobs, dim=0)"),
+])
+def test_ch08_mixture_step(slip, hint, capsys):
+    def mixture_step(logprobs, log_prior):
+        if slip == "product":
+            return (log_prior.exp()[:, None] * logprobs).sum(0)
+        if slip == "no prior":
+            return torch.logsumexp(logprobs, 0)
+        if slip == "uniform":
+            return torch.logsumexp(logprobs, 0) - np.log(len(logprobs))
+        return torch.logsumexp(log_prior[:, None] + logprobs, 0)
+
+    if hint is None:
+        exercises.ch08_mixture_step(mixture_step)
+        assert capsys.readouterr().out.startswith("✓ Exercise 8.2 passed")
+    else:
+        assert hint in failure_of(exercises.ch08_mixture_step, mixture_step)
+
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("anywhere", "ranking[:k]"),
+                                        ("off by one", "ranking[:k]")])
+def test_ch08_hit_at_k(slip, hint, capsys):
+    def hit_at_k(rankings, held_out, k):
+        if slip == "anywhere":
+            k = None
+        elif slip == "off by one":
+            k += 1
+        return float(np.mean([h in r[:k] for r, h in zip(rankings, held_out)]))
+
+    if hint is None:
+        exercises.ch08_hit_at_k(hit_at_k)
+        assert capsys.readouterr().out.startswith("✓ Exercise 8.3 passed")
+    else:
+        assert hint in failure_of(exercises.ch08_hit_at_k, hit_at_k)
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
 def test_a_chapters_code_finds_the_repositorys_files_from_anywhere(chapter):
     """A student copy may be written anywhere (``--out ~/class-2027``): a chapter's code must find
