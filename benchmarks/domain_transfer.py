@@ -17,7 +17,9 @@ Every arm uses the shipped reader's tokenizer (``checkpoints/reader``), trained 
 knowledge base, so no arm meets an element name as unknown pieces: the experiment is about what the
 model learns to read, not about its vocabulary. Each reader answers the test questions (seen
 phrasings) with their gold passage; exact match per domain with 95% bootstrap intervals is saved,
-per arm, in ``benchmarks/domain_transfer.json``; ``--report`` writes the table to RESULTS.md.
+per arm, in ``benchmarks/domain_transfer.json``, with the loss history (the mean of each 50 steps);
+``--report`` writes the table to RESULTS.md. ``--stop-after N --out FILE`` trains the first N steps
+only (tests/test_domain_transfer.py compares them with the recorded history).
 """
 import argparse
 import itertools
@@ -69,7 +71,9 @@ def batches(entities, share, batch_size, seed, typed, invented):
                [e["answers"][0] for e in chunk])
 
 
-def run_arm(name, steps, threads):
+def run_arm(name, steps, threads, stop_after=None):
+    """Train one arm for `steps` (only the first `stop_after` of them, when given: the learning
+    rate is constant after warm-up, so they are the start of the full run) and score it."""
     config = load_script("train_generation").CONFIG
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
@@ -80,12 +84,15 @@ def run_arm(name, steps, threads):
     model = build_seq2seq(tokenizer, **config["model"])
     reader = config["reader"]
     start = time.perf_counter()
-    train_seq2seq(model, tokenizer,
+    history = train_seq2seq(model, tokenizer,
                   batches(entities, ARMS[name], reader["batch_size"], seed, config["typed"],
                           config["invented"]),
-                  lr=reader["lr"], warmup=reader["warmup"], max_steps=steps, progress=False)
+                  lr=reader["lr"], warmup=reader["warmup"],
+                  max_steps=steps if stop_after is None else min(steps, stop_after), progress=False)
     model.eval()
-    result = {"steps": steps, "threads": threads, "train_seconds": round(time.perf_counter() - start, 1)}
+    result = {"steps": steps, "stop_after": stop_after, "threads": threads,
+              "train_seconds": round(time.perf_counter() - start, 1),
+              "history": {"step": history["step"], "loss": history["loss"]}}
     test = data.load_questions("test")
     for domain in ("country", "element"):
         questions = [q for q in test if RELATIONS[q["relation"]][0] == domain]
@@ -125,15 +132,24 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="write the saved arms to RESULTS.md")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="train only the first N steps of each arm (the start of its run, to "
+                             "compare with the recorded loss history; the slow test does)")
+    parser.add_argument("--out", type=Path, default=RESULTS_JSON,
+                        help="the JSON file the arms are saved to (default: "
+                             "benchmarks/domain_transfer.json)")
     args = parser.parse_args(argv)
     if not args.arms and not args.report:
         parser.error("name --arms to run, or --report")
+    if args.stop_after is not None and args.out == RESULTS_JSON:
+        parser.error("--stop-after trains only the start of a run: give --out, so that the "
+                     "recorded results stay those of full runs")
     for name in args.arms:
-        result = run_arm(name, args.steps, args.threads)
-        print(name, json.dumps(result), flush=True)
-        saved = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        result = run_arm(name, args.steps, args.threads, args.stop_after)
+        print(name, json.dumps({k: v for k, v in result.items() if k != "history"}), flush=True)
+        saved = json.loads(args.out.read_text()) if args.out.exists() else {}
         saved[name] = result
-        RESULTS_JSON.write_text(json.dumps(saved, indent=1) + "\n")
+        args.out.write_text(json.dumps(saved, indent=1) + "\n")
     if args.report:
         report()
 

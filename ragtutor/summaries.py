@@ -157,16 +157,15 @@ def profile_scores(profiles, entities, index, seed=0):
     stated = np.array([s["stated"] for s in scores], float)
     found = np.array([s["found"] for s in scores], float)
     facts = np.array([s["facts"] for s in scores], float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(scores), size=(2000, len(scores)))
-    ratio = lambda num, den: num[draws].sum(1) / np.maximum(den[draws].sum(1), 1)  # noqa: E731
+    draws = np.random.default_rng(seed).integers(0, len(scores), size=(2000, len(scores)))
 
-    def interval(values):
-        return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+    def interval(num, den):  # of the pooled ratio, over resampled entities
+        ratios = num[draws].sum(1) / np.maximum(den[draws].sum(1), 1)
+        return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
 
     return {"precision": float(right.sum() / max(stated.sum(), 1)),
-            "precision_ci": interval(ratio(right, stated)),
-            "recall": float(found.sum() / facts.sum()), "recall_ci": interval(ratio(found, facts)),
+            "precision_ci": interval(right, stated),
+            "recall": float(found.sum() / facts.sum()), "recall_ci": interval(found, facts),
             "stated": int(stated.sum()), "facts": int(facts.sum()), "n": len(scores)}
 
 
