@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reproduction import assert_same_start
+from reproduction import assert_same_start
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "domain_transfer.py"

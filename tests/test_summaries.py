@@ -15,7 +15,7 @@ from ragtutor.summaries import (PROFILE_RELATIONS, Profiler, fid_generate, fid_l
                                 iter_profile_examples, parse_profile, profile_examples,
                                 profile_facts, profile_scores, rag_token_generate, rag_token_loss,
                                 score_profile)
-from tests.reproduction import assert_same_start
+from reproduction import assert_same_start
 
 ROOT = Path(__file__).resolve().parents[1]
 
