@@ -535,9 +535,10 @@ class DenseRetriever(Retriever):
     def _fit(self, corpus):
         self._check_batch_size()
         self.embeddings_ = self.encoder.encode_passages(corpus, self.batch_size)
-        # A fresh index with the given settings: the one passed in stays as it was.
-        settings = self.index.get_params() if self.index is not None else {"kind": "flat"}
-        self.index_ = VectorIndex(**settings).fit(self.embeddings_)
+        # A fresh index of the same class with the given settings (a VectorIndex, or chapter 09's
+        # ShardedIndex): the one passed in stays as it was.
+        index = self.index if self.index is not None else VectorIndex("flat")
+        self.index_ = type(index)(**index.get_params()).fit(self.embeddings_)
 
     def _add(self, documents):
         vectors = self.encoder.encode_passages(documents, self.batch_size)

@@ -643,6 +643,62 @@ def test_ch08_hit_at_k(slip, hint, capsys):
         assert hint in failure_of(exercises.ch08_hit_at_k, hit_at_k)
 
 
+# Chapter 09.
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("first shard", "sort by score"),
+                                        ("ascending", "highest first")])
+def test_ch09_merge_shards(slip, hint, capsys):
+    def merge_shards(scores, ids, k):
+        if slip == "first shard":
+            return list(ids[0][:k]) + [i for row in ids[1:] for i in row][:max(0, k - len(ids[0]))]
+        pairs = sorted(zip(np.concatenate(scores), np.concatenate(ids)),
+                       key=lambda p: p[0] if slip == "ascending" else -p[0])
+        return [i for _, i in pairs[:k]]
+
+    if hint is None:
+        exercises.ch09_merge_shards(merge_shards)
+        assert capsys.readouterr().out.startswith("✓ Exercise 9.1 passed")
+    else:
+        assert hint in failure_of(exercises.ch09_merge_shards, merge_shards)
+
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("no free values", "below 24"),
+                                        ("five bits", "4 highest bits")])
+def test_ch09_length_byte(slip, hint, capsys):
+    def length_byte(length):
+        free = 0 if slip == "no free values" else 24
+        if length < free:
+            return length
+        value = length - free
+        keep = 5 if slip == "five bits" else 4
+        if value.bit_length() < keep:
+            return free + value
+        shift = value.bit_length() - keep
+        return free + (((value >> shift) & 0x07) | ((shift + 1) << 3))
+
+    if hint is None:
+        exercises.ch09_length_byte(length_byte)
+        assert capsys.readouterr().out.startswith("✓ Exercise 9.2 passed")
+    else:
+        assert hint in failure_of(exercises.ch09_length_byte, length_byte)
+
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("plain mean", "weight it by the share"),
+                                        ("sum", "divided by the sum of the sizes")])
+def test_ch09_weighted_average(slip, hint, capsys):
+    def batch_gradient(gradients, sizes):
+        if slip == "plain mean":
+            return np.mean(gradients, axis=0)
+        total = sum(n * g for n, g in zip(sizes, gradients))
+        return total if slip == "sum" else total / sum(sizes)
+
+    if hint is None:
+        exercises.ch09_weighted_average(batch_gradient)
+        assert capsys.readouterr().out.startswith("✓ Exercise 9.3 passed")
+    else:
+        assert hint in failure_of(exercises.ch09_weighted_average, batch_gradient)
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
 def test_a_chapters_code_finds_the_repositorys_files_from_anywhere(chapter):
     """A student copy may be written anywhere (``--out ~/class-2027``): a chapter's code must find

@@ -11,9 +11,12 @@ import torch
 
 from ragtutor.data import load_passages, load_questions
 from ragtutor.dense import BiEncoder, DenseRetriever, build_tokenizer
+from ragtutor.elastic import LuceneBM25Retriever
 from ragtutor.index import VectorIndex
+from ragtutor.milvus import MilvusRetriever
 from ragtutor.retrieval import (HybridRetriever, Retriever, evaluate_retriever,
                                 reciprocal_rank_fusion, top_k)
+from ragtutor.sharding import ShardedIndex, local_ray
 from ragtutor.sparse import BM25Retriever, TfidfRetriever
 
 # Random queries may share no word with a random corpus: their all-zero scores and ties by
@@ -48,17 +51,29 @@ BACKENDS = {
     "bm25 lucene": (lambda e: BM25Retriever(), True),
     "bm25 okapi": (lambda e: BM25Retriever(method="okapi"), True),
     "tf-idf": (lambda e: TfidfRetriever(), True),
+    "bm25 with lucene's norms": (lambda e: LuceneBM25Retriever(), True),
     "dense flat": (lambda e: DenseRetriever(e), True),
     "dense ivf": (lambda e: DenseRetriever(e, index=VectorIndex("ivf", nlist=2, nprobe=2)), False),
     "dense hnsw": (lambda e: DenseRetriever(e, index=VectorIndex("hnsw", ef_search=256)), False),
     "dense pq": (lambda e: DenseRetriever(e, index=VectorIndex("pq", pq_m=4, pq_bits=4)), False),
     "hybrid": (lambda e: HybridRetriever(BM25Retriever(), DenseRetriever(e)), True),
+    "dense, 3 shards on ray": (lambda e: DenseRetriever(e, index=ShardedIndex(3)), True),
+    "milvus dense": (lambda e: MilvusRetriever(e), True),
+    "milvus bm25": (lambda e: MilvusRetriever(mode="bm25"), True),
 }
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    with local_ray(num_cpus=1, object_store_mb=80) as ray:
+        yield ray
 
 
 @pytest.fixture(params=list(BACKENDS))
 def backend(request, encoder):
     make, exact = BACKENDS[request.param]
+    if "on ray" in request.param:
+        request.getfixturevalue("ray_cluster")
     return lambda: make(encoder), exact
 
 
@@ -83,7 +98,7 @@ def test_bare_documents_get_their_positions_as_ids(backend, passages, queries):
     if isinstance(retriever, HybridRetriever):
         retriever.fit(bare, [(p["title"], p["text"]) for p in passages[:N]])
     else:
-        retriever.fit(bare if isinstance(retriever, (BM25Retriever, TfidfRetriever))
+        retriever.fit(bare if isinstance(retriever, (BM25Retriever, TfidfRetriever, LuceneBM25Retriever))
                       else [(p["title"], p["text"]) for p in passages[:N]])
     _, ids = retriever.search(queries, 3)
     assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < N

@@ -7,7 +7,11 @@ in every Python process that pytest starts — notebook kernels included. A bloc
 mistaken for an ordinary "no internet" failure.
 
 Allowed: Unix sockets and other local families, 127.0.0.0/8, ::1 and the name "localhost" —
-Jupyter's own traffic and a test server on loopback keep working.
+Jupyter's own traffic and a test server on loopback keep working — and the one host that the
+variable ``RAGTUTOR_ES_URL`` names (:data:`ALLOW_ENV`), an Elasticsearch server the learner chose
+to use (:mod:`ragtutor.elastic`): its name may be looked up, and the addresses that look-up returns,
+or the address the URL spells out, may be connected to. The variable is read at each check, so
+setting or clearing it takes effect at once; every other host stays blocked.
 
 What it patches, both in ``socket`` and in the C module ``_socket`` beneath it (so that a
 ``_socket.socket`` made directly, or a ``socket`` module reloaded after the guard was installed,
@@ -26,9 +30,14 @@ loopback exempted.
 """
 import _socket
 import ipaddress
+import os
 import socket
+from urllib.parse import urlsplit
 
-__all__ = ["NetworkBlockedError", "PROXY_ENV", "install", "uninstall", "is_installed"]
+__all__ = ["NetworkBlockedError", "PROXY_ENV", "ALLOW_ENV", "install", "uninstall", "is_installed"]
+
+# The variable that names the one server beyond loopback the guard lets through.
+ALLOW_ENV = "RAGTUTOR_ES_URL"
 
 # Proxy variables for the processes a test run starts: a closed loopback port (the discard port,
 # which nothing on a test machine serves), so that curl, wget, pip and any HTTP client that
@@ -80,11 +89,51 @@ def _is_loopback(host):
     return address is not None and address.is_loopback
 
 
+# Addresses that a look-up of the allowed host returned, by host name: a client connects to these,
+# not to the name.
+_resolved = {}
+
+
+def _allowed_host():
+    """The host named in RAGTUTOR_ES_URL, lower-cased (an IPv6 address without its brackets), or
+    None when the variable is unset, blank or names no host."""
+    url = os.environ.get(ALLOW_ENV, "").strip()
+    if not url:
+        return None
+    try:
+        host = urlsplit(url if "://" in url else f"http://{url}").hostname
+    except ValueError:  # a malformed URL allows nothing
+        return None
+    return host or None
+
+
+def _is_allowed(host):
+    """True for loopback, for the host RAGTUTOR_ES_URL names and for the addresses it resolved to."""
+    if _is_loopback(host):
+        return True
+    allowed = _allowed_host()
+    if allowed is None:
+        return False
+    text = str(_text(host)).lower()
+    if text == allowed or text in _resolved.get(allowed, ()):
+        return True
+    address, allowed_address = _ip(host), _ip(allowed)
+    return address is not None and address == allowed_address  # "::1" spelt another way
+
+
+def _remember(host, infos):
+    """Record the addresses that ``getaddrinfo`` returned for the allowed host."""
+    if host is not None and str(_text(host)).lower() == _allowed_host():
+        _resolved.setdefault(_allowed_host(), set()).update(
+            str(info[4][0]).lower() for info in infos)
+    return infos
+
+
 def _check(sock, address):
     # Only internet sockets leave the machine; a malformed address goes on to the real connect,
     # which explains what is wrong with it.
     if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple) \
-            and len(address) >= 2 and not _is_loopback(address[0]):
+            and len(address) >= 2 and not _is_allowed(address[0]):
         raise NetworkBlockedError(address[0], address[1])
 
 
@@ -119,27 +168,32 @@ class _GuardedSocket(_C_SOCKET):
 
 
 def _refuse_name(host, port=None):
-    # An IP literal or None resolves without a query; any other name except localhost needs DNS.
-    if host is not None and not _is_loopback(host) and _ip(host) is None:
+    # An IP literal or None resolves without a query; any other name except localhost and the
+    # allowed host needs DNS.
+    if host is not None and not _is_allowed(host) and _ip(host) is None:
         raise NetworkBlockedError(host, port)
 
 
 def _guarded_lookups(originals):
     def getaddrinfo(host, port, *args, **kwargs):
         _refuse_name(host, port)
-        return originals["getaddrinfo"](host, port, *args, **kwargs)
+        return _remember(host, originals["getaddrinfo"](host, port, *args, **kwargs))
 
     def gethostbyname(host):
         _refuse_name(host)
-        return originals["gethostbyname"](host)
+        address = originals["gethostbyname"](host)
+        _remember(host, [(None, None, None, None, (address, None))])
+        return address
 
     def gethostbyname_ex(host):
         _refuse_name(host)
-        return originals["gethostbyname_ex"](host)
+        name, aliases, addresses = originals["gethostbyname_ex"](host)
+        _remember(host, [(None, None, None, None, (a, None)) for a in addresses])
+        return name, aliases, addresses
 
     def gethostbyaddr(host):
         # A reverse look-up of an address beyond loopback is a DNS query too.
-        if not _is_loopback(host):
+        if not _is_allowed(host):
             raise NetworkBlockedError(host, None)
         return originals["gethostbyaddr"](host)
 
