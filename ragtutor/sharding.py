@@ -21,6 +21,7 @@ puts the shards on them. Hugging Face's RAG fine-tuning scripts serve their retr
 Ray actors in the same way (``RagRayDistributedRetriever``).
 """
 import contextlib
+import logging
 import numbers
 import os
 
@@ -44,11 +45,16 @@ def start_local_ray(num_cpus=2, object_store_mb=100):
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        # Ray's default for a new local cluster, asked for explicitly, which spares its warning:
-        # only holders of the token (written to ~/.ray/auth_token) may talk to the cluster.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(num_cpus=num_cpus, object_store_memory=int(object_store_mb) * 2**20,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # A new local cluster takes only callers holding its token (~/.ray/auth_token), Ray's
+        # default; the notice Ray logs about that default is kept out of a notebook's output.
+        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = notice.level
+        notice.setLevel(logging.ERROR)
+        try:
+            ray.init(num_cpus=num_cpus, object_store_memory=int(object_store_mb) * 2**20,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        finally:
+            notice.setLevel(level)
     return ray
 
 

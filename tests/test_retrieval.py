@@ -57,7 +57,7 @@ BACKENDS = {
     "dense hnsw": (lambda e: DenseRetriever(e, index=VectorIndex("hnsw", ef_search=256)), False),
     "dense pq": (lambda e: DenseRetriever(e, index=VectorIndex("pq", pq_m=4, pq_bits=4)), False),
     "hybrid": (lambda e: HybridRetriever(BM25Retriever(), DenseRetriever(e)), True),
-    "dense, 3 shards on ray": (lambda e: DenseRetriever(e, index=ShardedIndex(3)), True),
+    "dense, 2 shards on ray": (lambda e: DenseRetriever(e, index=ShardedIndex(2)), True),
     "milvus dense": (lambda e: MilvusRetriever(e), True),
     "milvus bm25": (lambda e: MilvusRetriever(mode="bm25"), True),
 }
