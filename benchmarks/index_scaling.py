@@ -1,4 +1,4 @@
-"""What a faiss index costs at a million vectors: memory, recall and speed of each kind (chapter 02).
+"""What a faiss index costs at a million vectors: memory, recall and speed of each kind (chapter 09).
 
     python benchmarks/index_scaling.py [--n 1000000] [--threads 2]
 
@@ -285,7 +285,7 @@ def latency(ms):
 def report(results):
     d, t, x = results["data"], results["threads"], results["extrapolation"]
     lines = [
-        "## Vector indexes at a million passages: memory, recall, speed (chapter 02)", "",
+        "## Vector indexes at a million passages: memory, recall, speed (chapter 09)", "",
         f"Measured with `python benchmarks/index_scaling.py` on {results['machine']}; the whole "
         f"run took {results['total_seconds'] / 60:.1f} min, peak memory "
         f"{results['peak_memory_gb']:.1f} GB.", "",

@@ -26,6 +26,7 @@ import numbers
 import os
 
 import numpy as np
+import psutil
 
 from ragtutor.index import VectorIndex, _as_matrix
 from ragtutor.retrieval import check_k
@@ -124,8 +125,11 @@ class _Shard:
     def memory_bytes(self):
         return self.index.memory_bytes()
 
-    def pid(self):
-        return os.getpid()
+    def where(self):
+        """(the Ray node this actor runs on, its process id)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
 class ShardedIndex:
@@ -141,7 +145,8 @@ class ShardedIndex:
     A search sends the queries to every shard in parallel, each answers its own top k, and
     :func:`merge_top_k` keeps the k best: with exact shards the result equals one flat index's
     (ties aside). Ray must be running (:func:`local_ray`, or ``ray.init``); :meth:`close` ends the
-    actors. Learned state: ``shards_`` (the actor handles), ``rows_`` (each shard's global rows),
+    actors and waits for their processes to end. Learned state: ``shards_`` (the actor handles),
+    ``processes_`` (each actor's node and process id), ``rows_`` (each shard's global rows),
     ``dim_``.
     """
 
@@ -180,6 +185,7 @@ class ShardedIndex:
         settings = (self.index or VectorIndex("flat")).get_params()
         actor = ray.remote(_Shard)
         self.shards_ = [actor.remote(settings, self.threads_per_shard) for _ in range(n_shards)]
+        self.processes_ = ray.get([shard.where.remote() for shard in self.shards_])
         if settings["kind"] in ("ivf", "pq"):
             ray.get([shard.train.remote(vectors[rows]) for shard, rows
                      in zip(self.shards_, shard_rows(len(vectors), n_shards))])
@@ -230,7 +236,18 @@ class ShardedIndex:
         if ray.is_initialized():  # after ray.shutdown() the actors are gone already
             for shard in getattr(self, "shards_", []):
                 ray.kill(shard)
-        for name in ("shards_", "rows_", "dim_"):
+            # ray.kill returns at once; wait for the processes on this machine to end, so that
+            # their memory is free before new shards start.
+            here = ray.get_runtime_context().get_node_id()
+            local = []
+            for node, pid in getattr(self, "processes_", []):
+                try:
+                    if node == here:
+                        local.append(psutil.Process(pid))
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(local, timeout=10)
+        for name in ("shards_", "processes_", "rows_", "dim_"):
             self.__dict__.pop(name, None)
 
     # -- searching ------------------------------------------------------------------------------
