@@ -10,7 +10,7 @@ folder, as a learner's "Run all" does:
 - peak memory is the largest sum, over the kernel and every process it started (Ray's processes
   and actors, data-parallel workers, their children), of each process's proportional set size
   (PSS: its private memory plus its share of the pages it shares with others, so that a library
-  mapped by five processes counts once, as the machine's memory does), sampled every 0.2 s while
+  mapped by five processes counts once, as the machine's memory does), sampled every second while
   the notebook runs; the kernel's own maximum resident set (getrusage, read by one extra cell
   after the notebook's last) is a floor under it, for a peak shorter than a sample;
 - the thread count goes to the kernel through OMP_NUM_THREADS, MKL_NUM_THREADS,
@@ -63,7 +63,7 @@ class TreeMemory:
     """Samples, in a thread, the summed PSS of a process and all its descendants; ``peak`` is
     the largest sum seen."""
 
-    def __init__(self, pid, every=0.2):
+    def __init__(self, pid, every=1.0):
         self.root, self.every, self.peak = psutil.Process(pid), every, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -152,7 +152,7 @@ def table(notebooks, thread_counts, results, repeat, complete):
              "Each notebook runs top to bottom in a fresh kernel. Time: from the first cell to the "
              "end of the last" + (f", median of {repeat} runs" if repeat > 1 else "") + ". Peak "
              "memory: the largest sum of the proportional set sizes of the kernel and every "
-             "process it started, sampled every 0.2 s"
+             "process it started, sampled every second"
              + (f", the largest of {repeat} runs" if repeat > 1 else "") + ". Budgets: "
              f"each chapter's run time with {BUDGET_THREADS} threads (the README's chapter table), "
              f"{COURSE_BUDGET_MINUTES} min for the whole course, {PEAK_BUDGET_BYTES / 1e9} GB of "

@@ -23,8 +23,9 @@ starts the other ranks, which saves one process's memory.
 
 ``gradient`` writes the DDP-averaged gradient of one batch (and the hand-averaged one) for a test
 against one process's gradient on the whole batch; ``train`` runs a few data-parallel training
-steps and writes their losses and times. The backend is gloo (CPU); on GPUs the same script runs
-with ``--backend nccl``, one process per GPU.
+steps and writes their losses and times. The backend is gloo, which all-reduces CPU tensors; on
+GPUs each process would also have to move its model to its own GPU and use NCCL, which this module
+does not do.
 """
 import argparse
 import json
@@ -174,7 +175,7 @@ def main(argv=None):
     parser.add_argument("task", choices=sorted(TASKS))
     for name, value in DEFAULTS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--backend", default="gloo", help="gloo (CPU) or nccl (GPUs)")
+    parser.add_argument("--backend", default="gloo", help="torch.distributed backend (gloo: CPU)")
     parser.add_argument("--out", help="where rank 0 writes the result (torch.save)")
     args = vars(parser.parse_args(argv))
     task, backend, out = args.pop("task"), args.pop("backend"), args.pop("out")
