@@ -108,7 +108,13 @@ def run_once(path, threads, timeout):
         probe = nbformat.v4.new_code_cell(PROBE)
         nb.cells.append(probe)  # nbclient stores each executed cell back into the notebook
         client.execute_cell(probe, len(nb.cells) - 1)
-    report = json.loads(probe.outputs[-1]["text"])
+    # The probe's own line: the last stdout line that is JSON (a thread of the notebook's may still
+    # print beside it).
+    lines = [line for output in probe.outputs if output.get("name") == "stdout"
+             for line in output["text"].splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{path.name}: the memory probe printed nothing: {probe.outputs!r}")
+    report = json.loads(lines[-1])
     if report["torch_threads"] != threads:
         raise RuntimeError(f"{path.name}: asked for {threads} threads, but torch in the kernel "
                            f"uses {report['torch_threads']}")
