@@ -28,7 +28,6 @@ GPUs each process would also have to move its model to its own GPU and use NCCL,
 does not do.
 """
 import argparse
-import json
 import os
 import socket
 import subprocess
