@@ -649,7 +649,7 @@ def _checked_passages(passages):
 def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16, lr=5e-4,
               warmup=20, schedule="constant", weight_decay=0.0, dev=None, eval_every=None,
               keep_best=None, reindex_every=None, seed=0, log_every=10, stop_after=None,
-              counterfactual=0.0, progress=True):
+              counterfactual=0.0, word_dropout=0.0, progress=True):
     """Train a :class:`RAGModel` by its marginal likelihood on question dicts (``question`` and
     ``answers``; the first answer is the target). Uses no retrieval labels.
 
@@ -672,6 +672,11 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
     the target (``RAGModel.forward``'s ``edits``): a generator that has to write what the passage
     says, not what it remembers — as Longpre et al. (2021) train readers on substituted answers.
 
+    ``word_dropout`` (a probability, 0 by default) leaves each word of a drawn question that is
+    not part of its entity's name (``entity``) out with this probability, at least one word kept
+    (:func:`ragtutor.templates.drop_words`): questions that say what they ask in fewer words than
+    the templates do.
+
     Returns the history: ``step``, ``loss`` (mean over each ``log_every`` steps), ``seconds``,
     ``eval`` (a list of dicts with ``step`` and the metrics), ``reindex_seconds`` and, with
     ``keep_best``, ``best_step``.
@@ -691,8 +696,17 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
             raise ValueError(f"questions[{i}] has no answers to train on: {q!r}")
     if isinstance(counterfactual, bool) or not 0.0 <= counterfactual <= 1.0:
         raise ValueError(f"counterfactual is a probability in [0, 1], got {counterfactual!r}")
+    if isinstance(word_dropout, bool) or not 0.0 <= word_dropout < 1.0:
+        raise ValueError(f"word_dropout is a probability in [0, 1), got {word_dropout!r}")
+    if word_dropout:
+        missing = [i for i, q in enumerate(questions) if not q.get("entity")]
+        if missing:
+            raise ValueError(f"word_dropout keeps the entity's name, but questions[{missing[0]}] "
+                             "has no 'entity' field: give each question its entity's name")
+        from ragtutor.templates import drop_words
     rng = random.Random(seed)
     edit_rng = random.Random(seed + 1)
+    drop_rng = random.Random(seed + 2)
     if counterfactual:
         from ragtutor.reading import counterfactual_edit, known_words, name_pieces
         texts = [p["title"] + " " + p["text"] for p in model.passages]
@@ -712,8 +726,10 @@ def train_rag(model, questions, max_steps=None, max_seconds=None, batch_size=16,
         if counterfactual:
             edits = [counterfactual_edit(q, edit_rng, known, pieces)
                      if edit_rng.random() < counterfactual else None for q in batch]
-        return model([q["question"] for q in batch], [q["answers"][0] for q in batch],
-                     edits=edits)["loss"]
+        texts = [q["question"] for q in batch]
+        if word_dropout:
+            texts = [drop_words(t, q["entity"], word_dropout, drop_rng) for t, q in zip(texts, batch)]
+        return model(texts, [q["answers"][0] for q in batch], edits=edits)["loss"]
 
     def evaluate(model):
         metrics = model.evaluate(dev)

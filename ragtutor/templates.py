@@ -30,7 +30,7 @@ from ragtutor.text import content_words, normalize_text
 
 __all__ = ["ASPECTS", "RELATIONS", "QUESTIONS", "RENDERERS", "PHRASINGS", "SURFACE_FORMS",
            "render_passages", "render_questions", "render_new_phrasings", "relation_answers",
-           "shared_content_words", "phrase", "phrasing_key", "seen_phrasings", "training_phrasings"]
+           "shared_content_words", "phrase", "phrasing_key", "drop_words", "seen_phrasings", "training_phrasings"]
 
 ASPECTS = {
     "country": ("overview", "geography", "capital", "economy", "people", "neighbours", "codes"),
@@ -971,6 +971,28 @@ def training_phrasings(questions, entities, per_question=1, seed=0):
                         "question": phrase(template, index[q["entity_id"]], form),
                         "template": template, "form": form})
     return out
+
+
+def drop_words(question, entity_name, p, rng):
+    """Word dropout for training questions: each word of ``question`` that is not part of
+    ``entity_name`` (possessives included) is left out with probability ``p``, drawn from
+    ``rng`` (a ``random.Random``). At least one such word always stays — a content word where
+    there is one — so the question still says what it asks: "Give the currency of Chile." -> "currency of Chile." A model trained on
+    such questions learns to answer from whichever relation word is there, not from a template."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p is a probability in [0, 1), got {p!r}")
+    names = _fold(entity_name).split()
+    words = question.split()
+    keep = [any(_fold(w).startswith(n) for n in names) if _fold(w) else False for w in words]
+    others = [i for i, k in enumerate(keep) if not k]
+    if not others or not p:
+        return question
+    dropped = {i for i in others if rng.random() < p}
+    # Keep a content word ("currency", "capital"...) where the question has one.
+    content = [i for i in others if content_words(words[i])] or others
+    if all(i in dropped for i in content):
+        dropped.discard(rng.choice(content))
+    return " ".join(w for i, w in enumerate(words) if i not in dropped)
 
 
 def render_new_phrasings(entities, passages, split, seed=0):

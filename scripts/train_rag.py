@@ -124,7 +124,8 @@ def run(variant, seed, retriever, reader, tokenizer, passages, splits, config=CO
                         lr=j["lr"], warmup=j["warmup"], schedule=j["schedule"],
                         dev=splits["dev"][::3], eval_every=j["eval_every"],
                         keep_best=j["keep_best"], seed=seed, stop_after=stop_after,
-                        counterfactual=config.get("counterfactual", 0.0), progress=False)
+                        counterfactual=config.get("counterfactual", 0.0),
+                        word_dropout=config.get("word_dropout", 0.0), progress=False)
     after = {set_name(*key): metrics(model, splits[set_name(*key)]) for key in SETS}
     return model, {"seed": seed, "weak_start": before, "trained": after,
                    "best_step": history["best_step"],
@@ -156,6 +157,11 @@ def main(argv=None):
                              f"(default {CONFIG['typed_per_train_question']})")
     parser.add_argument("--counterfactual", type=float, metavar="P",
                         help=f"share of counterfactual draws (default {CONFIG['counterfactual']})")
+    parser.add_argument("--word-dropout", type=float, metavar="P",
+                        help="leave each word of a training question that is not the entity's name "
+                             "out with probability P (not used by default: with 0.1, RAG-Token's "
+                             "dev exact match over three seeds went from 0.936 to 0.937 in new "
+                             "wordings and from 0.921 to 0.897 on typed questions)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; the recorded metrics were reached with 1")
     parser.add_argument("--stop-after", type=int, metavar="N",
@@ -173,6 +179,8 @@ def main(argv=None):
         config["typed_per_train_question"] = args.typed_per_question
     if args.counterfactual is not None:
         config["counterfactual"] = args.counterfactual
+    if args.word_dropout is not None:
+        config["word_dropout"] = args.word_dropout
     config["train_generator"] = not args.freeze_generator
     if args.freeze_generator:
         if args.counterfactual:

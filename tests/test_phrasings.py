@@ -63,6 +63,29 @@ def test_training_phrasings_use_only_the_train_pool_and_keep_the_facts():
     assert typed == templates.training_phrasings(train, data.load_entities(), per_question=2, seed=0)
 
 
+def test_word_dropout_keeps_the_name_and_a_content_word():
+    import random
+    rng = random.Random(0)
+    cases = [("Give the currency of Chile.", "Chile"), ("Which city serves as Croatia's capital?",
+             "Croatia"), ("the netherlands currency", "Netherlands"), ("Bosnia and Herzegovina",
+             "Bosnia and Herzegovina"), ("capital of germany", "Germany")]
+    for question, name in cases:
+        outs = [templates.drop_words(question, name, 0.9, rng) for _ in range(50)]
+        for out in outs:
+            words = out.split()
+            assert set(words) <= set(question.split())
+            assert all(w in words for w in question.split() if templates._fold(w).startswith(
+                tuple(templates._fold(name).split())))
+            if question.split() != name.split():
+                assert any(data_word not in name.lower().split()
+                           for data_word in (w.lower() for w in words))
+        assert templates.drop_words(question, name, 0.0, rng) == question
+    assert templates.drop_words("capital of germany", "Germany", 0.9, rng) in (
+        "capital germany", "capital of germany")  # "of" is no content word: "capital" stays
+    with pytest.raises(ValueError, match="probability"):
+        templates.drop_words("capital of germany", "Germany", 1.0, rng)
+
+
 @pytest.fixture(scope="module")
 def entities():
     return data.load_entities()

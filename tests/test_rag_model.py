@@ -349,6 +349,35 @@ def test_a_counterfactual_edit_changes_the_passages_read_and_the_target(parts):
             train_rag(model, questions, max_steps=1, counterfactual=bad, progress=False)
 
 
+def test_word_dropout_changes_the_questions_read_and_nothing_else(parts, monkeypatch):
+    model = model_of(parts)
+    questions = parts[4][:8]
+    read = []
+    original = type(model).forward
+
+    def spy(self, texts, answers, **kwargs):
+        read.append((list(texts), list(answers)))
+        return original(self, texts, answers, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", spy)
+    train_rag(model, questions, max_steps=3, batch_size=4, lr=1e-3, warmup=1, seed=3,
+              word_dropout=0.5, progress=False)
+    shortened = 0
+    for texts, answers in read:
+        for text, answer in zip(texts, answers):
+            q = next(q for q in questions if q["answers"][0] == answer
+                     and set(text.split()) <= set(q["question"].split()))
+            assert q["entity"].split()[0].lower() in text.lower()
+            shortened += text != q["question"]
+    assert shortened > 0
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="word_dropout is a probability"):
+            train_rag(model, questions, max_steps=1, word_dropout=bad, progress=False)
+    with pytest.raises(ValueError, match="has no 'entity' field"):
+        train_rag(model, [{k: v for k, v in q.items() if k != "entity"} for q in questions],
+                  max_steps=1, word_dropout=0.1, progress=False)
+
+
 def test_train_rag_needs_a_stopping_rule(parts):
     with pytest.raises(ValueError, match="max_steps or max_seconds"):
         train_rag(model_of(parts), parts[4][:4], progress=False)
@@ -490,14 +519,15 @@ METRIC_TOLERANCE = 0.01  # 1 of the 174 dev questions evaluated during training;
 def test_the_rag_checkpoint_script_reproduces_the_start_of_its_recorded_run(tmp_path, folder,
                                                                              options):
     """Rerun scripts/train_rag.py for RAG-Token's saved seed (with the generator, and the
-    question encoder alone), stopping joint training after 30 of its 600 steps with the schedule of
-    the full run (seconds on one thread), and compare the weak start's metrics, the loss curve
+    question encoder alone), stopping joint training after 30 of its steps with the schedule of
+    the full run (its recorded step count; seconds on one thread), and compare the weak start's metrics, the loss curve
     and the dev evaluations with the record."""
     recorded = json.loads((CHECKPOINTS / folder / "training.json").read_text())
     seed = recorded["saved_seed"]
     subprocess.run([sys.executable, str(CHECKPOINTS.parent / "scripts" / "train_rag.py"),
                     "--variant", "token", "--seeds", str(seed), "--out", str(tmp_path),
-                    "--threads", "1", "--stop-after", str(REPRODUCE_STEPS), *options],
+                    "--threads", "1", "--stop-after", str(REPRODUCE_STEPS),
+                    "--steps", str(recorded["config"]["joint"]["steps"]), *options],
                    check=True, cwd=CHECKPOINTS.parent, capture_output=True)
     fresh = json.loads((tmp_path / folder / "training.json").read_text())
     assert fresh["config"] == recorded["config"] and fresh["stop_after"] == REPRODUCE_STEPS
