@@ -3,7 +3,7 @@ retriever contract, training, and the errors bad input gets.
 
 The contract suite's own checks (tests/test_retrieval.py) run here on a Reranker of a tiny random
 CrossEncoder over BM25: they are imported, and the fixtures they ask for (``backend``,
-``passages``, ``queries``) are this module's.
+``passages``, ``queries``) are the suite's, except ``backend``, which is this module's.
 """
 import math
 
@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from ragtutor.checksums import MANIFEST, ChecksumError
-from ragtutor.data import load_passages, load_questions
+from ragtutor.data import load_questions
 from ragtutor.dense import build_tokenizer
 from ragtutor.rerank import (CrossEncoder, Reranker, cross_encoder_batches, listwise_loss,
                              train_cross_encoder)
 from ragtutor.sparse import BM25Retriever
-from test_retrieval import (N, N_NEW, test_a_bad_corpus_is_refused,  # noqa: F401 (run here)
+from test_retrieval import (N, N_NEW, passages, queries,  # noqa: F401 (fixtures and checks)
+                            test_a_bad_corpus_is_refused,
                             test_add_then_delete_edits_the_index,
                             test_an_added_passage_can_be_found, test_an_unfitted_retriever_says_so,
                             test_bad_input_gets_the_same_clear_error_from_every_backend,
@@ -27,16 +28,6 @@ from test_retrieval import (N, N_NEW, test_a_bad_corpus_is_refused,  # noqa: F40
 # Random queries may share no word with the corpus or the tokenizer: the warning that says so is
 # expected here (tests/test_retrieval.py tests it).
 pytestmark = pytest.mark.filterwarnings("ignore::ragtutor.retrieval.UnknownQueryWarning")
-
-
-@pytest.fixture(scope="module")
-def passages():
-    return load_passages()[:N + N_NEW]
-
-
-@pytest.fixture(scope="module")
-def queries():
-    return [q["question"] for q in load_questions("dev")[:6]]
 
 
 @pytest.fixture(scope="module")
