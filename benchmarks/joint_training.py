@@ -121,7 +121,10 @@ def report(path, passages, test, retriever, weak, reader, tokenizer):
              "K = 5; chapter 03's reader, frozen, reads every passage. The joint rows are the saved "
              "seed of `scripts/train_rag.py`: chapter 02's frozen index, a question encoder with "
              f"fresh layers given {RECIPE['weak_start']['weak_steps']} labelled steps (the weak "
-             f"start), then {RECIPE['joint']['steps']} joint steps with no retrieval labels.", "",
+             "start), then joint training with no retrieval labels ("
+             + ", ".join(f"{checkpoints[v]['config']['joint']['steps']} steps for RAG-{v}"
+                         for v in VARIANTS) + "); the question encoder of `checkpoints/rag_<variant>`"
+             " with the reader, frozen.", "",
              "| model | variant | EM | F1 | R@1 | R@5 |", "| --- | --- | --- | --- | --- | --- |"]
     for name, by_variant in rows.items():
         for variant, r in by_variant.items():
