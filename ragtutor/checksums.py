@@ -26,7 +26,13 @@ REMEDIES = {"retriever": "python scripts/train_retriever.py",
             "rag_sequence_reader_frozen":
                 "python scripts/train_rag.py --variant sequence --freeze-generator",
             "profile_fid": "python scripts/train_profiles.py --only fid",
-            "profile_rag_token": "python scripts/train_profiles.py --only rag_token"}
+            "profile_rag_token": "python scripts/train_profiles.py --only rag_token",
+            "reranker": "python scripts/train_reranker.py",
+            "two_fact_fid": "python scripts/train_two_fact.py --only fid",
+            "two_fact_rag_sequence": "python scripts/train_two_fact.py --only rag_sequence",
+            "two_fact_rag_token": "python scripts/train_two_fact.py --only rag_token",
+            "prompt_decoder": "python scripts/train_decoder_reader.py --only decoder",
+            "prompt_encoder_decoder": "python scripts/train_decoder_reader.py --only encoder_decoder"}
 
 
 class ChecksumError(RuntimeError):

@@ -30,13 +30,15 @@ import functools
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
 from ragtutor import data
 from ragtutor.metrics import exact_match
 
 __all__ = ["QUESTIONS_FILE", "MANIFEST_FILE", "REBUILD", "KINDS", "RELATIONS", "FIELDS",
-           "load_two_fact_questions", "verify_two_fact_manifest", "guessing_baseline"]
+           "load_two_fact_questions", "verify_two_fact_manifest", "guessing_baseline",
+           "reader_inputs"]
 
 QUESTIONS_FILE = "two_fact_questions.jsonl"
 MANIFEST_FILE = "two_fact_manifest.json"
@@ -167,3 +169,38 @@ def guessing_baseline(questions):
         candidates = sorted({a for q in group for a in q["answers"]})
         total += max(sum(exact_match(c, q["answers"]) for q in group) for c in candidates)
     return total / len(questions)
+
+
+def reader_inputs(questions, passages, retriever, n_distractors=2, seed=0):
+    """What a reader of several passages is given for each two-fact question: its gold passages
+    and ``n_distractors`` others, in a shuffled order.
+
+    The distractors are the passages ``retriever`` ranks highest for the question that are not
+    gold: the near misses a retriever would really return (for "Which is denser, iron or lead?",
+    other passages about iron and lead). ``retriever`` is fitted on ``passages`` (any retriever of
+    the course: ``search(queries, k)`` returns ``(scores, ids)``). ``seed`` fixes the order, so
+    that the gold passages' positions vary and a reader cannot learn to read only the first.
+    Returns one dict per question: ``question``, ``passages`` (passage records) and ``answers``.
+    """
+    if isinstance(n_distractors, bool) or not isinstance(n_distractors, int) or n_distractors < 0:
+        raise ValueError(f"n_distractors must be a non-negative int, got {n_distractors!r}")
+    questions = list(questions)
+    if not questions:
+        raise ValueError("questions is empty: give two-fact question records "
+                         "(load_two_fact_questions)")
+    by_id = {p["id"]: p for p in passages}
+    for q in questions:
+        missing = [i for i in q.get("passage_ids", ()) if i not in by_id]
+        if missing or not q.get("passage_ids"):
+            raise KeyError(f"question {q.get('id')!r} needs passages that are not given: "
+                           f"{missing or 'it names none'}")
+    depth = n_distractors + max(len(q["passage_ids"]) for q in questions)
+    _, ids = retriever.search([q["question"] for q in questions], depth)
+    rng = random.Random(seed)
+    result = []
+    for q, row in zip(questions, ids):
+        others = [i for i in row if i not in q["passage_ids"]][:n_distractors]
+        shown = [by_id[i] for i in list(q["passage_ids"]) + others]
+        rng.shuffle(shown)
+        result.append({"question": q["question"], "passages": shown, "answers": q["answers"]})
+    return result

@@ -31,6 +31,7 @@ Nothing is cut to fit: a (question, passage) pair longer than the model's
 may have lost exactly the sentence that answers the question.
 """
 import json
+import math
 import numbers
 import random
 from collections.abc import Mapping
@@ -451,17 +452,24 @@ class Reranker(Retriever):
     the scores are the cross-encoder's (float32), the ids the first stage's, and equal scores
     keep the first stage's order. The re-ranker can only reorder what the first stage found, so
     its Recall@depth is the first stage's. ``batch_size`` pairs go through the cross-encoder at a
-    time. Learned state: ``doc_ids_``, ``n_docs_`` and ``passages_``, the (title, text) pairs
+    time.
+
+    ``mix`` mixes the two stages' scores instead: each candidate's score is its first-stage score
+    plus ``mix`` times its cross-encoder score, so ``mix=0`` keeps the first stage's ranking and a
+    large ``mix`` approaches the cross-encoder's alone (``None``, the default). A re-ranker that
+    is worse than the first stage on its own can still add to it this way; choose ``mix`` on dev
+    questions. Learned state: ``doc_ids_``, ``n_docs_`` and ``passages_``, the (title, text) pairs
     in row order.
     """
 
     _name = "Reranker"
 
-    def __init__(self, first_stage, cross_encoder, depth=20, batch_size=256):
+    def __init__(self, first_stage, cross_encoder, depth=20, batch_size=256, mix=None):
         self.first_stage = first_stage
         self.cross_encoder = cross_encoder
         self.depth = depth
         self.batch_size = batch_size
+        self.mix = mix
 
     def fit(self, corpus):
         """Fit the first stage on ``corpus`` and keep the passages' text for the cross-encoder.
@@ -479,6 +487,11 @@ class Reranker(Retriever):
             raise ValueError(f"depth must be a positive int, got {self.depth!r}")
         if not _is_positive_int(self.batch_size):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if self.mix is not None and (isinstance(self.mix, bool) or not isinstance(
+                self.mix, numbers.Real) or not math.isfinite(self.mix) or self.mix < 0):
+            raise ValueError(f"mix must be None (the cross-encoder's scores alone) or a finite "
+                             f"number >= 0 (first-stage score + mix * cross-encoder score), got "
+                             f"{self.mix!r}")
 
     @staticmethod
     def _readable(documents):
@@ -507,7 +520,8 @@ class Reranker(Retriever):
 
     def search(self, queries, k, depth=None):
         """The ``k`` best passages for each query after re-ranking: ``(scores, ids)``, both
-        ``[n_queries, k]``, best first; scores are the cross-encoder's, ids ``doc_ids_`` entries.
+        ``[n_queries, k]``, best first; scores are the cross-encoder's (or, with ``mix``, the
+        mixed scores), ids ``doc_ids_`` entries.
 
         ``depth`` (default: the re-ranker's ``depth``, raised to ``k`` when ``k`` is larger) is
         how many of the first stage's best passages are re-scored; a ``depth`` given here must be
@@ -533,7 +547,7 @@ class Reranker(Retriever):
         depth = min(depth, self.n_docs_)
         warn_unknown(queries, unknown_to_tokenizer(self.cross_encoder.tokenizer, queries),
                      "the cross-encoder")
-        _, first_ids = self.first_stage.search(queries, depth)
+        first_scores, first_ids = self.first_stage.search(queries, depth)
         row_of = {doc_id: row for row, doc_id in enumerate(self.doc_ids_.tolist())}
         missing = [i for i in np.ravel(first_ids).tolist() if i not in row_of]
         if missing:
@@ -548,6 +562,9 @@ class Reranker(Retriever):
         if np.isnan(scores).any():
             raise ValueError("the cross-encoder's scores contain NaN, which has no rank: its "
                              "weights are broken; load or train it again")
+        if self.mix is not None:
+            scores = np.asarray(first_scores, dtype=np.float64).reshape(scores.shape) \
+                + self.mix * scores.astype(np.float64)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ties: the first stage's order
         top_scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
         top_rows = np.take_along_axis(first_rows, order, axis=1)

@@ -40,7 +40,8 @@ from ragtutor.templates import (_calling_code_answers, ASPECTS, QUESTIONS, RELAT
 
 __all__ = ["PROFILE_RELATIONS", "QUERY", "profile_facts", "format_profile", "parse_profile",
            "score_profile", "profile_scores", "iter_profile_examples", "profile_examples",
-           "fid_loss", "rag_token_loss", "fid_generate", "rag_token_generate", "value_token_votes", "Profile", "Profiler",
+           "fid_loss", "rag_token_loss", "rag_sequence_loss", "fid_generate", "rag_token_generate",
+           "rag_sequence_generate", "value_token_votes", "Profile", "Profiler",
            "closed_book_profile"]
 
 # The facts a profile states, per domain, in order. Neighbours are left out: a country has up to 14,
@@ -309,6 +310,35 @@ def rag_token_loss(model, tokenizer, queries, passage_lists, targets):
     return -(mixture * real_example).sum() / real_example.sum()
 
 
+def _sequence_log_probs(model, tokenizer, queries, passage_lists, targets):
+    """log p(y | x, d_k) of each example's target under each of its passages: ``([N], owner [N])``,
+    the target's tokens and its </s> summed."""
+    states, mask, owner = _encode(model, tokenizer, queries, passage_lists)
+    labels = _labels(tokenizer, targets, model.config.max_position_embeddings)[owner]
+    logits = model(encoder_outputs=(states,), attention_mask=mask, labels=labels).logits
+    picked = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    return (picked * (labels != -100)).sum(-1), owner
+
+
+def _per_example_logsumexp(values, owner, n):
+    """``log Σ_k exp(values_k) - log K`` over each example's rows: the uniform mixture."""
+    top = torch.full((n,), -torch.inf, dtype=values.dtype).scatter_reduce(
+        0, owner, values, "amax").detach()
+    summed = torch.zeros_like(top).index_add(0, owner, torch.exp(values - top[owner]))
+    counts = torch.bincount(owner, minlength=n).to(values.dtype)
+    return top + torch.log(summed) - torch.log(counts)
+
+
+def rag_sequence_loss(model, tokenizer, queries, passage_lists, targets):
+    """RAG-Sequence's loss with a uniform prior over each example's passages: the mean over
+    examples of ``-log Σ_k (1/K) p(y | x, d_k)``, each whole answer read from one passage.
+
+    Unlike :func:`fid_loss` and :func:`rag_token_loss`, it is a mean per example, not per target
+    token (Lewis et al. 2020 sum over the answer's tokens inside the mixture)."""
+    values, owner = _sequence_log_probs(model, tokenizer, queries, passage_lists, targets)
+    return -_per_example_logsumexp(values, owner, len(queries)).mean()
+
+
 @torch.no_grad()
 def fid_generate(model, tokenizer, queries, passage_lists, max_new_tokens=127):
     """Fusion-in-Decoder profiles, by greedy decoding: one string per query."""
@@ -348,6 +378,33 @@ def rag_token_generate(model, tokenizer, queries, passage_lists, max_new_tokens=
         if done.all():
             break
     return tokenizer.batch_decode(prefix, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def rag_sequence_generate(model, tokenizer, queries, passage_lists, max_new_tokens=16):
+    """RAG-Sequence answers with a uniform prior over each query's passages ("thorough decoding",
+    Lewis et al. 2020): each passage proposes its greedy answer, every proposal is scored under
+    every passage of its query, and the proposal with the largest ``Σ_k (1/K) p(y | x, d_k)``
+    wins (ties: the first passage's). One string per query."""
+    check_texts(queries, "queries")
+    if len(passage_lists) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(passage_lists)} passage lists")
+    singles = [[p] for passages in passage_lists for p in passages]
+    single_queries = [q for q, passages in zip(queries, passage_lists) for _ in passages]
+    proposals = fid_generate(model, tokenizer, single_queries, singles, max_new_tokens)
+    owner = [b for b, passages in enumerate(passage_lists) for _ in passages]
+    candidates = [list(dict.fromkeys(a for a, o in zip(proposals, owner) if o == b))
+                  for b in range(len(queries))]
+    rows = [(b, c) for b in range(len(queries)) for c in candidates[b]]
+    values, _ = _sequence_log_probs(model, tokenizer, [queries[b] for b, _ in rows],
+                                    [passage_lists[b] for b, _ in rows], [c for _, c in rows])
+    mixture = _per_example_logsumexp(values.double(), torch.tensor(
+        [i for i, (b, _) in enumerate(rows) for _ in passage_lists[b]]), len(rows))
+    best = {}
+    for (b, c), score in zip(rows, mixture.tolist()):
+        if b not in best or score > best[b][1]:
+            best[b] = (c, score)
+    return [best[b][0] for b in range(len(queries))]
 
 
 def _value_spans(profile):

@@ -155,6 +155,37 @@ def test_the_default_depth_grows_to_k_and_stops_at_the_corpus(cross_encoder, pas
     np.testing.assert_array_equal(everything[0], all_ids[0, :5])
 
 
+def test_mixing_adds_the_first_stages_score_to_a_share_of_the_cross_encoders(
+        cross_encoder, passages, queries):
+    corpus = passages[:N]
+    by_id = {p["id"]: p for p in corpus}
+    depth = 10
+    first_scores, first_ids = BM25Retriever().fit(corpus).search(queries, depth)
+    _, kept = Reranker(BM25Retriever(), cross_encoder, depth=depth, mix=0).fit(corpus).search(
+        queries, depth)
+    np.testing.assert_array_equal(kept, first_ids)  # mix 0: the first stage's ranking
+    # The untrained cross-encoder's scores differ little, so a large share is needed to matter.
+    scores, ids = Reranker(BM25Retriever(), cross_encoder, depth=depth, mix=1e3).fit(corpus).search(
+        queries, depth)
+    differs = 0
+    for query, row, s, got_scores, got in zip(queries, first_ids, first_scores, scores, ids):
+        ce = cross_encoder.score([query] * depth, [by_id[i] for i in row]).numpy()
+        mixed = dict(zip(row, np.asarray(s, dtype=np.float64) + 1e3 * ce.astype(np.float64)))
+        assert sorted(got) == sorted(row)
+        # Each returned score is that passage's mix (the batch the scores were computed in can
+        # move the last digits), and the list is sorted by it.
+        np.testing.assert_allclose(got_scores, [mixed[i] for i in got], rtol=1e-4)
+        assert all(np.diff([mixed[i] for i in got]) <= 1e-3)
+        differs += list(got) != list(row)
+    assert differs  # the mix changed some ranking
+
+
+@pytest.mark.parametrize("mix", [-0.1, float("nan"), float("inf"), True, "0.3"])
+def test_a_bad_mix_is_refused_at_fit(cross_encoder, passages, mix):
+    with pytest.raises(ValueError, match="mix must be None"):
+        Reranker(BM25Retriever(), cross_encoder, mix=mix).fit(passages[:N])
+
+
 # -- training -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def training_set(passages):

@@ -10,10 +10,12 @@ import torch
 
 from ragtutor import data
 from ragtutor.counterfactual import _fold
-from ragtutor.generation import build_seq2seq, combined_input, load_checkpoint
+from ragtutor.generation import (build_seq2seq, combined_input, load_checkpoint,
+                                 sequence_log_probs)
 from ragtutor.summaries import (PROFILE_RELATIONS, Profiler, fid_generate, fid_loss, format_profile,
                                 iter_profile_examples, parse_profile, profile_examples,
-                                profile_facts, profile_scores, rag_token_generate, rag_token_loss,
+                                profile_facts, profile_scores, rag_sequence_generate,
+                                rag_sequence_loss, rag_token_generate, rag_token_loss,
                                 score_profile)
 from reproduction import assert_same_start
 
@@ -173,6 +175,43 @@ def test_rag_token_loss_is_the_mean_per_token_mixture_over_passages(entities, re
     alone = rag_token_loss(tiny, tokenizer, [query], [passages], [target])
     assert alone.item() == pytest.approx(expected.item(), abs=1e-5)
     assert torch.isfinite(got)
+
+
+def test_rag_sequence_loss_is_the_mean_per_example_mixture_of_whole_answers(reader, tiny):
+    tokenizer = reader[1]
+    passages = data.load_passages()[:3]
+    queries = ["What is the capital of Afghanistan?", "Which currency does Albania use?"]
+    targets = ["Kabul", "lek"]
+    lists = [passages, passages[1:]]
+    expected = []
+    for query, target, ps in zip(queries, targets, lists):
+        sources = [combined_input(p["title"], p["text"], query) for p in ps]
+        logp = sequence_log_probs(tiny, tokenizer, sources, [target] * len(ps))
+        expected.append(-(torch.logsumexp(logp, 0) - torch.log(torch.tensor(float(len(ps))))))
+    got = rag_sequence_loss(tiny, tokenizer, queries, lists, targets)
+    assert got.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+    # one passage: the plain sequence loss of the whole answer
+    one = rag_sequence_loss(tiny, tokenizer, queries[:1], [passages[:1]], targets[:1])
+    plain = -sequence_log_probs(tiny, tokenizer, [combined_input(
+        passages[0]["title"], passages[0]["text"], queries[0])], targets[:1])[0]
+    assert one.item() == pytest.approx(plain.item(), abs=1e-5)
+
+
+def test_rag_sequence_generation_picks_the_proposal_of_largest_mixture(reader):
+    model, tokenizer = reader
+    passages = {p["id"]: p for p in data.load_passages()}
+    query = "What is the capital of Afghanistan?"
+    shown = [passages["AFG/capital"], passages["ALB/capital"]]
+    proposals = [fid_generate(model, tokenizer, [query], [[p]], max_new_tokens=16)[0]
+                 for p in shown]
+    got = rag_sequence_generate(model, tokenizer, [query, query], [shown, shown[:1]])
+    assert got[1] == proposals[0]  # one passage: its greedy answer
+    sources = [combined_input(p["title"], p["text"], query) for p in shown]
+    mixtures = [torch.logsumexp(sequence_log_probs(model, tokenizer, sources, [c, c]), 0).item()
+                for c in proposals]
+    assert got[0] == proposals[max(range(2), key=lambda i: (mixtures[i], -i))]
+    with pytest.raises(ValueError, match="2 queries but 1 passage lists"):
+        rag_sequence_generate(model, tokenizer, [query, query], [shown])
 
 
 def test_fid_reads_all_passages_at_once(entities, reader, tiny):

@@ -377,3 +377,31 @@ def test_the_loader_returns_fresh_copies():
     first = multihop.load_two_fact_questions("dev")
     first[0]["answers"].append("changed")
     assert "changed" not in multihop.load_two_fact_questions("dev")[0]["answers"]
+
+
+def test_reader_inputs_hold_the_gold_passages_and_the_retrievers_best_others(kb):
+    from ragtutor.sparse import BM25Retriever
+    passages = list(kb[0].values())
+    bm25 = BM25Retriever().fit(passages)
+    questions = multihop.load_two_fact_questions("dev")[:30]
+    rows = multihop.reader_inputs(questions, passages, bm25, n_distractors=2, seed=3)
+    _, ranked = bm25.search([q["question"] for q in questions], 4)
+    orders = set()
+    for q, row, best in zip(questions, rows, ranked):
+        ids = [p["id"] for p in row["passages"]]
+        assert len(ids) == 4 and len(set(ids)) == 4
+        assert set(q["passage_ids"]) <= set(ids)
+        assert set(ids) - set(q["passage_ids"]) == set(
+            [i for i in best if i not in q["passage_ids"]][:2])
+        assert row["question"] == q["question"] and row["answers"] == q["answers"]
+        orders.add(tuple(ids.index(i) for i in q["passage_ids"]))
+    assert len(orders) > 3  # the gold passages' positions vary
+    again = multihop.reader_inputs(questions, passages, bm25, n_distractors=2, seed=3)
+    assert [[p["id"] for p in r["passages"]] for r in again] == \
+        [[p["id"] for p in r["passages"]] for r in rows]
+    with pytest.raises(ValueError, match="n_distractors must be a non-negative int"):
+        multihop.reader_inputs(questions, passages, bm25, n_distractors=-1)
+    with pytest.raises(ValueError, match="questions is empty"):
+        multihop.reader_inputs([], passages, bm25)
+    with pytest.raises(KeyError, match="needs passages that are not given"):
+        multihop.reader_inputs(questions, passages[:10], bm25)
