@@ -325,9 +325,10 @@ def load_checkpoint(name, folder=None):
     """
     path = Path(folder or CHECKPOINT_DIR) / name
     if not (path / "model.safetensors").is_file() or not (path / "training.json").is_file():
-        script = "train_profiles.py" if name.startswith("profile_") else "train_generation.py"
-        raise FileNotFoundError(f"no complete checkpoint in {path}: run `python "
-                                f"scripts/{script}` from the repository root")
+        from ragtutor.checksums import REMEDIES
+        command = REMEDIES.get(name, "python scripts/train_generation.py")
+        raise FileNotFoundError(f"no complete checkpoint in {path}: run `{command}` from the "
+                                "repository root")
     verify_manifest(path, required=True)  # a changed byte would give wrong answers, not an error
     model = load_weights(BartForConditionalGeneration, path).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)

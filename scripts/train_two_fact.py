@@ -7,7 +7,12 @@
 
 Every reader starts from the reader's weights and tokenizer (``checkpoints/reader``) and sees the
 same inputs (``ragtutor.multihop.reader_inputs``): a question's gold passages and the two passages
-BM25 ranks highest among the others, in an order drawn afresh for every batch. The three differ
+BM25 ranks highest among the others, in an order drawn afresh for every batch. In ``rename`` of the
+training examples (drawn afresh for every batch) the entities the question depends on are renamed
+everywhere in the example -- passages, question and answer -- after other entities of their domain,
+test entities included: trained on the training entities' true names only, a reader learns to
+answer with those names (asked about Togo and Bhutan, it says "Finland"), as chapter 03's reader
+would without its counterfactual examples. The three differ
 only in how the decoder reads the K passages:
 
 - ``fid``: all K encodings at once (``ragtutor.summaries.fid_loss``);
@@ -27,6 +32,7 @@ import argparse
 import copy
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,7 +42,7 @@ import transformers
 
 from ragtutor import set_seed
 from ragtutor.checksums import write_manifest
-from ragtutor.data import load_passages
+from ragtutor.data import load_entities, load_passages
 from ragtutor.generation import load_checkpoint
 from ragtutor.metrics import exact_match
 from ragtutor.multihop import load_two_fact_questions, reader_inputs
@@ -51,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {
     "seed": 0,
     "n_distractors": 2,
+    "rename": 0.75,
     "batch_size": 16, "lr": 1e-3, "warmup": 100, "steps": 1500, "eval_every": 250,
 }
 LOSSES = {"fid": fid_loss, "rag_sequence": rag_sequence_loss, "rag_token": rag_token_loss}
@@ -92,18 +99,52 @@ def scores(method, model, tokenizer, rows, prefix):
     return result
 
 
-def batches(rows, batch_size, seed):
-    """(questions, passage lists, answers) batches, the examples reshuffled every epoch and each
-    example's passages in a fresh order."""
+def renamed(row, entities, rng):
+    """``(question, passages, answer)`` of ``row`` with every entity the question depends on (the
+    ones it names, its answer, a bridge's and a comparison's options) renamed everywhere after a
+    different entity of the same domain, drawn by ``rng``."""
+    by_name = {e["name"]: e for e in entities}
+    record = row["record"]
+    ids = dict.fromkeys(record["entity_ids"] + record["mentioned_entity_ids"]
+                        + [by_name[o]["id"] for o in record["options"] or () if o in by_name])
+    index = {e["id"]: e for e in entities}
+    taken = set(ids)
+    mapping = {}
+    for i in ids:
+        pool = [e for e in entities if e["domain"] == index[i]["domain"] and e["id"] not in taken]
+        new = rng.choice(pool)
+        taken.add(new["id"])
+        for old in [index[i]["name"], *index[i]["aliases"]]:
+            mapping[old] = new["name"]
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
+                         + r")\b", re.IGNORECASE)
+    folded = {old.casefold(): new for old, new in mapping.items()}
+
+    def replace(match):
+        # an element is named in lower case inside a sentence ("zinc"): keep that case
+        new = folded[match.group(1).casefold()]
+        return new[0].lower() + new[1:] if match.group(1)[0].islower() else new
+
+    def swap(text):
+        return pattern.sub(replace, text)
+
+    passages = [dict(p, title=swap(p["title"]), text=swap(p["text"])) for p in row["passages"]]
+    return swap(row["question"]), passages, swap(row["answers"][0])
+
+
+def batches(rows, batch_size, seed, entities=None, rename=0.0):
+    """(questions, passage lists, answers) batches, the examples reshuffled every epoch, each
+    example's passages in a fresh order, and a share ``rename`` of them renamed (:func:`renamed`)."""
     rng = random.Random(seed)
     while True:
         for i in range(0, len(rows) - batch_size + 1, batch_size):
             if i == 0:
                 rng.shuffle(rows)
-            chunk = rows[i:i + batch_size]
-            yield ([r["question"] for r in chunk],
-                   [rng.sample(r["passages"], len(r["passages"])) for r in chunk],
-                   [r["answers"][0] for r in chunk])
+            chunk = [renamed(r, entities, rng) if rng.random() < rename
+                     else (r["question"], r["passages"], r["answers"][0])
+                     for r in rows[i:i + batch_size]]
+            yield ([q for q, _, _ in chunk], [rng.sample(ps, len(ps)) for _, ps, _ in chunk],
+                   [a for _, _, a in chunk])
 
 
 def train_reader(method, train_rows, dev_rows, config, seed, stop_after=None, reader_folder=None):
@@ -119,7 +160,8 @@ def train_reader(method, train_rows, dev_rows, config, seed, stop_after=None, re
 
     model.train()
     history = train(model, lambda b: loss(model, tokenizer, *b),
-                    batches(list(train_rows), config["batch_size"], seed), lr=config["lr"],
+                    batches(list(train_rows), config["batch_size"], seed, load_entities(),
+                            config["rename"]), lr=config["lr"],
                     warmup=config["warmup"], max_steps=config["steps"], stop_after=stop_after,
                     clip=1.0, evaluate=evaluate, eval_every=config["eval_every"],
                     evaluate_ends=True, keep_best="dev_em", desc=method)

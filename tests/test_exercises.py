@@ -744,3 +744,62 @@ def test_the_colab_cell_installs_only_on_colab(chapter):
             assert i > guard and line.startswith("    "), line
     compile(TransformerManager().transform_cell(first.source), chapter.name, "exec")
     assert sum("google.colab" in cell.source for cell in code) == 1
+
+
+# Chapter 10.
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("no overlap", "size - overlap words"),
+                                        ("one too many", "no window holds only words")])
+def test_ch10_word_windows(slip, hint, capsys):
+    def word_windows(words, size, overlap):
+        step = size if slip == "no overlap" else size - overlap
+        windows = []
+        for start in range(0, len(words), step):
+            windows.append(words[start:start + size])
+            if start + size >= len(words) and slip != "one too many":
+                break
+        return windows
+
+    if hint is None:
+        exercises.ch10_word_windows(word_windows)
+        assert capsys.readouterr().out.startswith("✓ Exercise 10.1 passed")
+    else:
+        assert hint in failure_of(exercises.ch10_word_windows, word_windows)
+
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("cross-encoder only", "first[i] + mix"),
+                                        ("unstable", "keep the lower position")])
+def test_ch10_mixed_ranking(slip, hint, capsys):
+    def mixed_ranking(first, cross, mix):
+        scores = np.asarray(cross if slip == "cross-encoder only" else
+                            np.asarray(first) + mix * np.asarray(cross), dtype=float)
+        if slip == "unstable":
+            return sorted(range(len(scores)), key=lambda i: (-scores[i], -i))
+        return np.argsort(-scores, kind="stable")
+
+    if hint is None:
+        exercises.ch10_mixed_ranking(mixed_ranking)
+        assert capsys.readouterr().out.startswith("✓ Exercise 10.2 passed")
+    else:
+        assert hint in failure_of(exercises.ch10_mixed_ranking, mixed_ranking)
+
+
+@pytest.mark.parametrize("slip, hint", [(None, None), ("all questions", "say nothing"),
+                                        ("one-sided", "twice the probability")])
+def test_ch10_mcnemar(slip, hint, capsys):
+    from math import comb
+
+    def mcnemar_p(a, b):
+        only_a = sum(1 for x, y in zip(a, b) if x and not y)
+        only_b = sum(1 for x, y in zip(a, b) if y and not x)
+        n = len(a) if slip == "all questions" else only_a + only_b
+        if n == 0:
+            return 1.0
+        tail = sum(comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+        return tail if slip == "one-sided" else min(1.0, 2 * tail)
+
+    if hint is None:
+        exercises.ch10_mcnemar(mcnemar_p)
+        assert capsys.readouterr().out.startswith("✓ Exercise 10.3 passed")
+    else:
+        assert hint in failure_of(exercises.ch10_mcnemar, mcnemar_p)

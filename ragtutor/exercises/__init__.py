@@ -27,7 +27,7 @@ after its chapter, build it from :func:`check`, :func:`check_equal`, :func:`chec
                        hint="precision@k divides by k, not by the number of relevant documents.")
         return "precision_at_k is right on 2 rankings."
 
-The checks live in one module per chapter (``ch00`` ... ``ch09``), built on ``checks``;
+The checks live in one module per chapter (``ch00`` ... ``ch10``), built on ``checks``;
 :data:`EXERCISES` maps each exercise number to its check. notebooks/README.md describes the whole
 convention, solutions included.
 """
@@ -45,6 +45,7 @@ from ragtutor.exercises.ch06 import ch06_rag_labels, ch06_rag_token_loss
 from ragtutor.exercises.ch07 import ch07_choose_threshold, ch07_edited_passage, ch07_faithfulness
 from ragtutor.exercises.ch08 import ch08_fact_scores, ch08_hit_at_k, ch08_mixture_step
 from ragtutor.exercises.ch09 import ch09_length_byte, ch09_merge_shards, ch09_weighted_average
+from ragtutor.exercises.ch10 import ch10_mcnemar, ch10_mixed_ranking, ch10_word_windows
 
 __all__ = ["EXERCISES", "ExerciseFailed", "exercise", "check", "check_equal", "check_close",
            "check_function",
@@ -57,4 +58,5 @@ __all__ = ["EXERCISES", "ExerciseFailed", "exercise", "check", "check_equal", "c
            "ch06_rag_labels", "ch06_rag_token_loss",
            "ch07_choose_threshold", "ch07_edited_passage", "ch07_faithfulness",
            "ch08_fact_scores", "ch08_mixture_step", "ch08_hit_at_k",
-           "ch09_merge_shards", "ch09_length_byte", "ch09_weighted_average"]
+           "ch09_merge_shards", "ch09_length_byte", "ch09_weighted_average",
+           "ch10_word_windows", "ch10_mixed_ranking", "ch10_mcnemar"]
