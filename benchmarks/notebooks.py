@@ -42,7 +42,7 @@ from ragtutor.tools.testing import CurrentEnvNotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- notebooks:begin -->", "<!-- notebooks:end -->"
 BUDGET_MINUTES = {"00": 1, "01": 2, "02": 3, "03": 3, "04": 2, "05": 4, "06": 3, "07": 3, "08": 3,
-                  "09": 3}
+                  "09": 3, "10": 3}
 COURSE_BUDGET_MINUTES = 20
 PEAK_BUDGET_BYTES = 1.5e9
 BUDGET_THREADS = 2  # the time budgets are for the 2-core development machine

@@ -32,7 +32,8 @@ REMEDIES = {"retriever": "python scripts/train_retriever.py",
             "two_fact_rag_sequence": "python scripts/train_two_fact.py --only rag_sequence",
             "two_fact_rag_token": "python scripts/train_two_fact.py --only rag_token",
             "prompt_decoder": "python scripts/train_decoder_reader.py --only decoder",
-            "prompt_encoder_decoder": "python scripts/train_decoder_reader.py --only encoder_decoder"}
+            "prompt_encoder_decoder": "python scripts/train_decoder_reader.py --only encoder_decoder",
+            "factual_reader": "python scripts/train_factual_reader.py"}
 
 
 class ChecksumError(RuntimeError):

@@ -36,7 +36,8 @@ from ragtutor.retrieval import check_texts
 from ragtutor.train import train
 
 __all__ = ["PromptTemplate", "PROMPT_TEMPLATE", "NEWLINE", "build_prompt", "passages_that_fit",
-           "DecoderOnlyReader", "prompt_examples", "train_decoder_reader", "CONFIG_FILE"]
+           "DecoderOnlyReader", "prompt_examples", "retrieved_examples", "train_decoder_reader",
+           "CONFIG_FILE"]
 
 PromptTemplate = namedtuple("PromptTemplate", ["passage", "separator", "question"])
 PromptTemplate.__doc__ = """How a prompt is written: ``passage`` is formatted with ``n`` (1-based
@@ -347,6 +348,34 @@ def prompt_examples(questions, passages, distractors="random", k=3, seed=0):
         rng.shuffle(shown)
         examples.append((build_prompt(q["question"], shown), q["answers"][0]))
     return examples
+
+
+def retrieved_examples(questions, passages, retriever, k=3, seed=0):
+    """What a reader of ``k`` passages is given for each question: ``(question record, passages)``
+    with the question's gold passage and the ``k - 1`` passages ``retriever`` ranks highest among
+    the others, in an order shuffled by ``seed`` (chapter 10 gives both of its readers these).
+    ``retriever`` is fitted on ``passages``; ``questions`` are question records with
+    ``question`` and ``passage_id``."""
+    questions = list(questions) if not isinstance(questions, (str, Mapping)) else None
+    if not questions:
+        raise ValueError("questions must be a non-empty list of question records")
+    passages = _check_passages(passages)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= len(passages):
+        raise ValueError(f"k must be an int between 1 and the number of passages "
+                         f"({len(passages)}), got {k!r}")
+    by_id = {p["id"]: p for p in passages}
+    missing = [q.get("passage_id") for q in questions if q.get("passage_id") not in by_id]
+    if missing:
+        raise KeyError(f"{len(missing)} questions name passages that are not given, "
+                       f"e.g. {missing[0]!r}")
+    _, ids = retriever.search([q["question"] for q in questions], k)
+    rng = random.Random(seed)
+    rows = []
+    for q, row in zip(questions, ids):
+        shown = [by_id[q["passage_id"]]] + [by_id[i] for i in row if i != q["passage_id"]][:k - 1]
+        rng.shuffle(shown)
+        rows.append((q, shown))
+    return rows
 
 
 def train_decoder_reader(reader, examples, steps, batch_size=16, lr=1e-3, seed=0, warmup=50,

@@ -34,7 +34,7 @@ import transformers
 from ragtutor import set_seed
 from ragtutor.checksums import write_manifest
 from ragtutor.data import load_passages, load_questions
-from ragtutor.decoder_only import DecoderOnlyReader, prompt_examples
+from ragtutor.decoder_only import DecoderOnlyReader, retrieved_examples
 from ragtutor.generation import build_seq2seq, load_checkpoint
 from ragtutor.metrics import exact_match
 from ragtutor.sparse import BM25Retriever
@@ -56,20 +56,10 @@ METHODS = ("decoder", "encoder_decoder")
 
 
 def examples(split, k=3, seed=0, passages=None, retriever=None, phrasing="seen"):
-    """``(question record, passages shown, answer)`` for one split: the gold passage and BM25's
-    best ``k - 1`` others, in a shuffled order (``prompt_examples``' draw, passages kept)."""
+    """``(question record, passages shown)`` for one split (``retrieved_examples``)."""
     passages = load_passages() if passages is None else passages
     retriever = BM25Retriever().fit(passages) if retriever is None else retriever
-    questions = load_questions(split, phrasing=phrasing)
-    by_id = {p["id"]: p for p in passages}
-    _, ids = retriever.search([q["question"] for q in questions], k)
-    rng = random.Random(seed)
-    rows = []
-    for q, row in zip(questions, ids):
-        shown = [by_id[q["passage_id"]]] + [by_id[i] for i in row if i != q["passage_id"]][:k - 1]
-        rng.shuffle(shown)
-        rows.append((q, shown))
-    return rows
+    return retrieved_examples(load_questions(split, phrasing=phrasing), passages, retriever, k, seed)
 
 
 class Readers:

@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 from ragtutor.checksums import ChecksumError
 from ragtutor.data import load_passages, load_questions
 from ragtutor.decoder_only import (DecoderOnlyReader, build_prompt, passages_that_fit,
-                                   prompt_examples, train_decoder_reader)
+                                   prompt_examples, retrieved_examples, train_decoder_reader)
 
 READER = Path(__file__).resolve().parents[1] / "checkpoints" / "reader"
 FRANCE = {"id": "p1", "title": "France", "text": "The capital of France is Paris."}
@@ -184,3 +184,26 @@ def test_prompt_examples_with_a_retriever():
         for pid in [q["passage_id"], *others]:
             assert any(line.endswith(f"{by_id[pid]['title']}: {by_id[pid]['text']}")
                        for line in shown)
+
+
+def test_retrieved_examples_hold_the_gold_passage_and_the_retrievers_best_others():
+    from ragtutor.sparse import BM25Retriever
+
+    passages = load_passages()
+    questions = load_questions("dev")[:40]
+    bm25 = BM25Retriever().fit(passages)
+    rows = retrieved_examples(questions, passages, bm25, k=3, seed=1)
+    _, best = bm25.search([q["question"] for q in questions], 3)
+    positions = set()
+    for (q, shown), ranked in zip(rows, best):
+        ids = [p["id"] for p in shown]
+        assert len(ids) == 3 and q["passage_id"] in ids
+        assert set(ids) - {q["passage_id"]} == set([i for i in ranked if i != q["passage_id"]][:2])
+        positions.add(ids.index(q["passage_id"]))
+    assert positions == {0, 1, 2}  # the gold passage is not always in one place
+    again = retrieved_examples(questions, passages, bm25, k=3, seed=1)
+    assert [[p["id"] for p in s] for _, s in again] == [[p["id"] for p in s] for _, s in rows]
+    with pytest.raises(ValueError, match="k must be an int between 1"):
+        retrieved_examples(questions, passages, bm25, k=0)
+    with pytest.raises(KeyError, match="questions name passages that are not given"):
+        retrieved_examples(questions, passages[:5], bm25)
