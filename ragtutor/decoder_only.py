@@ -300,6 +300,24 @@ class DecoderOnlyReader:
         return cls(tokenizer, model=model)
 
 
+def _check_examples(questions, passages, k):
+    """The checks shared by :func:`prompt_examples` and :func:`retrieved_examples`: ``(questions
+    as a list, passages, passages by id)``."""
+    questions = list(questions) if not isinstance(questions, (str, Mapping)) else None
+    if not questions:
+        raise ValueError("questions must be a non-empty list of question records")
+    passages = _check_passages(passages)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= len(passages):
+        raise ValueError(f"k must be an int between 1 and the number of passages "
+                         f"({len(passages)}), got {k!r}")
+    by_id = {p["id"]: p for p in passages}
+    missing = [q.get("passage_id") for q in questions if q.get("passage_id") not in by_id]
+    if missing:
+        raise KeyError(f"{len(missing)} questions name passages that are not given, "
+                       f"e.g. {missing[0]!r}")
+    return questions, passages, by_id
+
+
 def prompt_examples(questions, passages, distractors="random", k=3, seed=0):
     """Training examples ``(prompt, answer)``: each question with its gold passage and ``k - 1``
     others, in a shuffled order, and its canonical answer.
@@ -312,21 +330,10 @@ def prompt_examples(questions, passages, distractors="random", k=3, seed=0):
     ``question``, ``answers`` and ``passage_id`` (``ragtutor.data.load_questions``); ``passages``
     the knowledge base (``load_passages``). ``seed`` fixes the draws and the order.
     """
-    questions = list(questions) if not isinstance(questions, (str, Mapping)) else None
-    if not questions:
-        raise ValueError("questions must be a non-empty list of question records")
-    passages = _check_passages(passages)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= len(passages):
-        raise ValueError(f"k must be an int between 1 and the number of passages "
-                         f"({len(passages)}), got {k!r}")
+    questions, passages, by_id = _check_examples(questions, passages, k)
     if not (distractors == "random" or hasattr(distractors, "search")):
         raise ValueError(f"distractors must be 'random' or a fitted retriever with a search "
                          f"method, got {distractors!r}")
-    by_id = {p["id"]: p for p in passages}
-    missing = [q.get("passage_id") for q in questions if q.get("passage_id") not in by_id]
-    if missing:
-        raise KeyError(f"{len(missing)} questions name passages that are not given, "
-                       f"e.g. {missing[0]!r}")
     rng = random.Random(seed)
     if distractors == "random":
         others = []
@@ -356,18 +363,7 @@ def retrieved_examples(questions, passages, retriever, k=3, seed=0):
     the others, in an order shuffled by ``seed`` (chapter 10 gives both of its readers these).
     ``retriever`` is fitted on ``passages``; ``questions`` are question records with
     ``question`` and ``passage_id``."""
-    questions = list(questions) if not isinstance(questions, (str, Mapping)) else None
-    if not questions:
-        raise ValueError("questions must be a non-empty list of question records")
-    passages = _check_passages(passages)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= len(passages):
-        raise ValueError(f"k must be an int between 1 and the number of passages "
-                         f"({len(passages)}), got {k!r}")
-    by_id = {p["id"]: p for p in passages}
-    missing = [q.get("passage_id") for q in questions if q.get("passage_id") not in by_id]
-    if missing:
-        raise KeyError(f"{len(missing)} questions name passages that are not given, "
-                       f"e.g. {missing[0]!r}")
+    questions, passages, by_id = _check_examples(questions, passages, k)
     _, ids = retriever.search([q["question"] for q in questions], k)
     rng = random.Random(seed)
     rows = []

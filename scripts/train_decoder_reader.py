@@ -39,7 +39,7 @@ from ragtutor.generation import build_seq2seq, load_checkpoint
 from ragtutor.metrics import exact_match
 from ragtutor.sparse import BM25Retriever
 from ragtutor.summaries import fid_generate, fid_loss
-from ragtutor.tools.records import versions
+from ragtutor.tools.records import training_record
 from ragtutor.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,15 +165,8 @@ def main(argv=None):
         folder = args.out / f"prompt_{method}"
         folder.mkdir(parents=True, exist_ok=True)
         readers.save(folder)
-        entry = {"command": " ".join(["python scripts/train_decoder_reader.py", *argv]),
-                 "seed": config["seed"], "threads": args.threads, "stop_after": args.stop_after,
-                 "method": method, "config": config,
-                 "versions": versions("torch", "transformers", "tokenizers"),
-                 "parameters": sum(p.numel() for p in readers.model.parameters()),
-                 "metrics": metrics, "seconds": round(seconds, 1),
-                 "train_seconds": round(history["seconds"][-1], 1),
-                 "history": {"step": history["step"], "loss": history["loss"],
-                             "eval": history["eval"], "best_step": history.get("best_step")}}
+        entry = training_record("train_decoder_reader.py", argv, config, args.threads, args.stop_after,
+                                readers.model, history, metrics, seconds, method=method)
         (folder / "training.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 

@@ -29,7 +29,7 @@ from ragtutor.checksums import write_manifest
 from ragtutor.data import load_passages, load_questions
 from ragtutor.generation import (build_seq2seq, encode_pairs, evaluate_qa, load_checkpoint,
                                  reader_sources)
-from ragtutor.tools.records import versions
+from ragtutor.tools.records import training_record
 from ragtutor.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,14 +104,8 @@ def main(argv=None):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_manifest(folder)
-    entry = {"command": " ".join(["python scripts/train_factual_reader.py", *argv]),
-             "seed": config["seed"], "threads": args.threads, "stop_after": args.stop_after,
-             "config": config, "versions": versions("torch", "transformers", "tokenizers"),
-             "parameters": sum(p.numel() for p in model.parameters()),
-             "metrics": metrics, "seconds": round(seconds, 1),
-             "train_seconds": round(history["seconds"][-1], 1),
-             "history": {"step": history["step"], "loss": history["loss"],
-                         "eval": history["eval"], "best_step": history.get("best_step")}}
+    entry = training_record("train_factual_reader.py", argv, config, args.threads, args.stop_after,
+                            model, history, metrics, seconds)
     (folder / "training.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 

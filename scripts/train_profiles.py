@@ -34,7 +34,7 @@ from ragtutor.generation import load_checkpoint
 from ragtutor.rag_model import RAGModel
 from ragtutor.summaries import (Profiler, fid_loss, iter_profile_examples, profile_scores,
                                 rag_token_loss)
-from ragtutor.tools.records import versions
+from ragtutor.tools.records import training_record
 from ragtutor.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,15 +120,8 @@ def main(argv=None):
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         write_manifest(folder)
-        entry = {"command": " ".join(["python scripts/train_profiles.py", *argv]),
-                 "seed": config["seed"], "threads": args.threads, "stop_after": args.stop_after,
-                 "method": method, "config": config,
-                 "versions": versions("torch", "transformers", "tokenizers"),
-                 "parameters": sum(p.numel() for p in model.parameters()),
-                 "metrics": metrics, "seconds": round(seconds, 1),
-                 "train_seconds": round(history["seconds"][-1], 1),
-                 "history": {"step": history["step"], "loss": history["loss"],
-                             "eval": history["eval"], "best_step": history.get("best_step")}}
+        entry = training_record("train_profiles.py", argv, config, args.threads, args.stop_after,
+                                model, history, metrics, seconds, method=method)
         (folder / "training.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 

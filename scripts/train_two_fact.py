@@ -49,7 +49,7 @@ from ragtutor.multihop import load_two_fact_questions, reader_inputs
 from ragtutor.sparse import BM25Retriever
 from ragtutor.summaries import (fid_generate, fid_loss, rag_sequence_generate, rag_sequence_loss,
                                 rag_token_generate, rag_token_loss)
-from ragtutor.tools.records import versions
+from ragtutor.tools.records import training_record
 from ragtutor.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,15 +204,8 @@ def main(argv=None):
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         write_manifest(folder)
-        entry = {"command": " ".join(["python scripts/train_two_fact.py", *argv]),
-                 "seed": config["seed"], "threads": args.threads, "stop_after": args.stop_after,
-                 "method": method, "config": config,
-                 "versions": versions("torch", "transformers", "tokenizers"),
-                 "parameters": sum(p.numel() for p in model.parameters()),
-                 "metrics": metrics, "seconds": round(seconds, 1),
-                 "train_seconds": round(history["seconds"][-1], 1),
-                 "history": {"step": history["step"], "loss": history["loss"],
-                             "eval": history["eval"], "best_step": history.get("best_step")}}
+        entry = training_record("train_two_fact.py", argv, config, args.threads, args.stop_after,
+                                model, history, metrics, seconds, method=method)
         (folder / "training.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 

@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["versions", "cpu_name", "machine", "write_section", "load_script"]
+__all__ = ["versions", "cpu_name", "machine", "write_section", "load_script", "training_record"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,3 +72,20 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def training_record(script, argv, config, threads, stop_after, model, history, metrics, seconds,
+                    **extra):
+    """The ``training.json`` a training script writes beside its checkpoint, as a dict: the command
+    (``python scripts/<script>`` and ``argv``), seed, thread count, ``stop_after``, any ``extra``
+    fields (the method, say), the configuration, library versions, the model's parameter count,
+    the metrics reached, the time taken in all and in training, and the history of
+    ``ragtutor.train.train`` (loss windows, evaluations, best step)."""
+    return {"command": " ".join([f"python scripts/{script}", *argv]), "seed": config["seed"],
+            "threads": threads, "stop_after": stop_after, **extra, "config": config,
+            "versions": versions("torch", "transformers", "tokenizers"),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "metrics": metrics, "seconds": round(seconds, 1),
+            "train_seconds": round(history["seconds"][-1], 1),
+            "history": {"step": history["step"], "loss": history["loss"],
+                        "eval": history["eval"], "best_step": history.get("best_step")}}
