@@ -34,7 +34,7 @@ import transformers
 from ragtutor import set_seed
 from ragtutor.checksums import write_manifest
 from ragtutor.data import load_passages, load_questions
-from ragtutor.decoder_only import DecoderOnlyReader, retrieved_examples
+from ragtutor.decoder_only import DecoderOnlyReader, build_prompt, retrieved_examples
 from ragtutor.generation import build_seq2seq, load_checkpoint
 from ragtutor.metrics import exact_match
 from ragtutor.sparse import BM25Retriever
@@ -77,7 +77,6 @@ class Readers:
 
     def loss(self, questions, passage_lists, answers):
         if self.method == "decoder":
-            from ragtutor.decoder_only import build_prompt
             return self.reader.loss([build_prompt(q, ps) for q, ps in zip(questions, passage_lists)],
                                     answers)
         return fid_loss(self.model, self.tokenizer, questions, passage_lists, answers)
@@ -87,7 +86,6 @@ class Readers:
         self.model.eval()
         out = []
         if self.method == "decoder":
-            from ragtutor.decoder_only import build_prompt
             out = self.reader.generate([build_prompt(q, ps)
                                         for q, ps in zip(questions, passage_lists)])
         else:
